@@ -1,7 +1,13 @@
 import numpy as np
 import pytest
 
-from emseg._checks import check_choice, check_label_dtype, check_same_shape, parse_shape, parse_spacing
+from emseg._checks import (
+    check_choice,
+    check_label_dtype,
+    check_same_shape,
+    parse_shape,
+    parse_spacing,
+)
 from emseg.errors import EmsegError, EmsegTypeError, EmsegValueError
 
 

@@ -36,8 +36,7 @@ def parse_spacing(spacing: SpacingLike, ndim: int, *, name: str = "spacing") -> 
             values = list(spacing)
         except TypeError:
             raise EmsegTypeError(
-                f"`{name}` must be a number or a sequence of numbers (nm, z-y-x); "
-                f"got {spacing!r}."
+                f"`{name}` must be a number or a sequence of numbers (nm, z-y-x); got {spacing!r}."
             ) from None
     if len(values) != ndim:
         raise EmsegValueError(
@@ -58,7 +57,9 @@ def parse_spacing(spacing: SpacingLike, ndim: int, *, name: str = "spacing") -> 
     return tuple(out)
 
 
-def parse_shape(shape: Iterable[int], *, name: str = "shape", ndim: int | None = None) -> tuple[int, ...]:
+def parse_shape(
+    shape: Iterable[int], *, name: str = "shape", ndim: int | None = None
+) -> tuple[int, ...]:
     """Return `shape` as a tuple of positive ints, checking its length when `ndim` is given."""
     try:
         values = tuple(int(s) for s in shape)

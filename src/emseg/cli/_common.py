@@ -8,7 +8,9 @@ from typing import Any
 from emseg.cli._main import HelpFormatter
 
 
-def add_command(sub: Any, name: str, *, help: str, description: str | None = None) -> argparse.ArgumentParser:
+def add_command(
+    sub: Any, name: str, *, help: str, description: str | None = None
+) -> argparse.ArgumentParser:
     """Add a subcommand with the shared formatter (defaults shown in --help)."""
     parser: argparse.ArgumentParser = sub.add_parser(
         name, help=help, description=description or help, formatter_class=HelpFormatter
@@ -29,13 +31,17 @@ def add_spacing(parser: argparse.ArgumentParser, *, help_extra: str = "") -> Non
 
 def add_overwrite(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--overwrite", action="store_true", help="replace OUT if it exists (off: an existing OUT is an error)"
+        "--overwrite",
+        action="store_true",
+        help="replace OUT if it exists (off: an existing OUT is an error)",
     )
 
 
 def add_execution(parser: argparse.ArgumentParser, *, resume: bool = True) -> None:
     """--workers / --scheduler / --resume for verbs that run blockwise."""
-    parser.add_argument("--workers", type=int, default=2, help="parallel workers (threads or processes)")
+    parser.add_argument(
+        "--workers", type=int, default=2, help="parallel workers (threads or processes)"
+    )
     parser.add_argument(
         "--scheduler",
         default=None,
@@ -44,5 +50,7 @@ def add_execution(parser: argparse.ArgumentParser, *, resume: bool = True) -> No
     )
     if resume:
         parser.add_argument(
-            "--resume", action="store_true", help="continue a killed job, skipping blocks already written"
+            "--resume",
+            action="store_true",
+            help="continue a killed job, skipping blocks already written",
         )

@@ -51,6 +51,8 @@ def run(args: argparse.Namespace) -> int:
     for lvl in info["levels"][1:]:
         sp = " x ".join(f"{s:g}" for s in lvl["spacing"])
         lines.append(f"  level {lvl['level']}: shape {tuple(lvl['shape'])}, spacing {sp} nm")
-    lines.append(f"size      {_human(info['size_bytes'])} uncompressed, {_human(info['disk_bytes'])} on disk")
+    lines.append(
+        f"size      {_human(info['size_bytes'])} uncompressed, {_human(info['disk_bytes'])} on disk"
+    )
     print("\n".join(lines))
     return 0

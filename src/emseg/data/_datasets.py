@@ -46,12 +46,19 @@ DATASETS: dict[str, Dataset] = {
             (50.0, 4.0, 4.0),
             "ISBI 2012 challenge, Drosophila larva VNC, ssTEM; 2D membrane segmentation",
             {
-                "train_image": DataFile("train-volume.tif", (30, 512, 512), "uint8", "image", "raw EM"),
+                "train_image": DataFile(
+                    "train-volume.tif", (30, 512, 512), "uint8", "image", "raw EM"
+                ),
                 "train_labels": DataFile(
-                    "train-labels.tif", (30, 512, 512), "uint8", "mask",
+                    "train-labels.tif",
+                    (30, 512, 512),
+                    "uint8",
+                    "mask",
                     "255 = cell interior, 0 = membrane",
                 ),
-                "test_image": DataFile("test-volume.tif", (30, 512, 512), "uint8", "image", "raw EM, no labels"),
+                "test_image": DataFile(
+                    "test-volume.tif", (30, 512, 512), "uint8", "image", "raw EM, no labels"
+                ),
             },
             "non-commercial use, citation required (Cardona et al. 2010)",
             {"train": (0, 24), "validation": (24, 30)},
@@ -64,7 +71,11 @@ DATASETS: dict[str, Dataset] = {
             {
                 "image": DataFile("train_image.tif", (80, 768, 1024), "uint8", "image", "raw EM"),
                 "labels": DataFile(
-                    "train_label.tif", (80, 768, 1024), "uint8", "mask", "255 = mitochondrion, 0 = background"
+                    "train_label.tif",
+                    (80, 768, 1024),
+                    "uint8",
+                    "mask",
+                    "255 = mitochondrion, 0 = background",
                 ),
             },
             "research use with citation (Lucchi et al. 2012; Casser et al. 2020)",
@@ -78,15 +89,26 @@ DATASETS: dict[str, Dataset] = {
             {
                 "image": DataFile("stack1_raw.tif", (20, 1024, 1024), "uint8", "image", "raw EM"),
                 "classes": DataFile(
-                    "stack1_labels.tif", (20, 1024, 1024), "uint8", "classes",
+                    "stack1_labels.tif",
+                    (20, 1024, 1024),
+                    "uint8",
+                    "classes",
                     "0/32/64/96 membrane, 128 junction, 159 glia/extracellular, "
                     "191 mitochondria, 223 synapse, 255 intracellular",
                 ),
-                "membranes": DataFile("stack1_membranes.tif", (20, 1024, 1024), "uint8", "mask", "1 = membrane"),
-                "mitochondria": DataFile(
-                    "stack1_mitochondria.tif", (20, 1024, 1024), "uint8", "mask", "1 = mitochondrion"
+                "membranes": DataFile(
+                    "stack1_membranes.tif", (20, 1024, 1024), "uint8", "mask", "1 = membrane"
                 ),
-                "synapses": DataFile("stack1_synapses.tif", (20, 1024, 1024), "uint8", "mask", "1 = synapse"),
+                "mitochondria": DataFile(
+                    "stack1_mitochondria.tif",
+                    (20, 1024, 1024),
+                    "uint8",
+                    "mask",
+                    "1 = mitochondrion",
+                ),
+                "synapses": DataFile(
+                    "stack1_synapses.tif", (20, 1024, 1024), "uint8", "mask", "1 = synapse"
+                ),
             },
             "CC BY-NC-SA 3.0 (Gerhard et al. 2013)",
         ),
@@ -98,10 +120,18 @@ DATASETS: dict[str, Dataset] = {
             {
                 "image": DataFile("image.tif", (125, 250, 250), "uint8", "image", "raw EM"),
                 "groundtruth": DataFile(
-                    "groundtruth.tif", (125, 250, 250), "uint16", "instances", "neuron ids, 0 = unlabelled"
+                    "groundtruth.tif",
+                    (125, 250, 250),
+                    "uint16",
+                    "instances",
+                    "neuron ids, 0 = unlabelled",
                 ),
                 "oversegmentation": DataFile(
-                    "oversegmentation.tif", (125, 250, 250), "uint16", "instances", "supervoxel ids, no 0"
+                    "oversegmentation.tif",
+                    (125, 250, 250),
+                    "uint16",
+                    "instances",
+                    "supervoxel ids, no 0",
                 ),
             },
             "CC BY 3.0 (HHMI Janelia FlyEM)",
@@ -113,13 +143,25 @@ DATASETS: dict[str, Dataset] = {
             (10.0, 10.0, 10.0),
             "gala FIB-SEM example volumes (train + test); dense neuron ground truth",
             {
-                "train_image": DataFile("train_image.tif", (50, 100, 200), "uint8", "image", "raw EM"),
-                "train_groundtruth": DataFile(
-                    "train_groundtruth.tif", (50, 100, 200), "uint16", "instances", "ids 1..87, 0 = boundary"
+                "train_image": DataFile(
+                    "train_image.tif", (50, 100, 200), "uint8", "image", "raw EM"
                 ),
-                "test_image": DataFile("test_image.tif", (50, 100, 200), "uint8", "image", "raw EM"),
+                "train_groundtruth": DataFile(
+                    "train_groundtruth.tif",
+                    (50, 100, 200),
+                    "uint16",
+                    "instances",
+                    "ids 1..87, 0 = boundary",
+                ),
+                "test_image": DataFile(
+                    "test_image.tif", (50, 100, 200), "uint8", "image", "raw EM"
+                ),
                 "test_groundtruth": DataFile(
-                    "test_groundtruth.tif", (50, 100, 200), "uint16", "instances", "ids 1..132, 0 = boundary"
+                    "test_groundtruth.tif",
+                    (50, 100, 200),
+                    "uint16",
+                    "instances",
+                    "ids 1..132, 0 = boundary",
                 ),
             },
             "Janelia Farm licence (BSD-like)",
@@ -131,9 +173,15 @@ DATASETS: dict[str, Dataset] = {
             "32x160x160 crop of SNEMI3D ground truth with fragments and a boundary map (no raw EM)",
             {
                 "labels": DataFile(
-                    "labels.tif", (32, 160, 160), "uint8", "instances", "ids 1..27; 1 fills membrane gaps"
+                    "labels.tif",
+                    (32, 160, 160),
+                    "uint8",
+                    "instances",
+                    "ids 1..27; 1 fills membrane gaps",
                 ),
-                "fragments": DataFile("fragments.tif", (32, 160, 160), "uint16", "instances", "fragments 1..1389"),
+                "fragments": DataFile(
+                    "fragments.tif", (32, 160, 160), "uint16", "instances", "fragments 1..1389"
+                ),
                 "probabilities": DataFile(
                     "probabilities.tif", (32, 160, 160), "uint8", "probabilities", "dark = membrane"
                 ),
@@ -176,7 +224,9 @@ def data_root() -> Path:
 def dataset_path(name: str, key: str) -> Path:
     """Return the path of file `key` of dataset `name`, checking that it exists."""
     if name not in DATASETS:
-        raise EmsegValueError(f"`name` must be one of {', '.join(map(repr, DATASETS))}; got {name!r}.")
+        raise EmsegValueError(
+            f"`name` must be one of {', '.join(map(repr, DATASETS))}; got {name!r}."
+        )
     ds = DATASETS[name]
     if key not in ds.files:
         raise EmsegValueError(

@@ -6,8 +6,8 @@ Zarr v2/v3 and OME-Zarr, N5 and MRC files as a :class:`LazyImage` whose
 multiscale pyramid and provenance, or TIFF.
 """
 
-from emseg.io._image import ArraySource, ImageInfo, LazyImage, Source, unit_to_nm
 from emseg.io._describe import describe, disk_size
+from emseg.io._image import ArraySource, ImageInfo, LazyImage, Source, unit_to_nm
 from emseg.io._open import FORMATS, detect_format, open_image, split_dataset_path, supported_formats
 
 __all__ = [

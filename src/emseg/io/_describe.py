@@ -27,7 +27,9 @@ def disk_size(path: PathLike) -> int:
     return total
 
 
-def describe(path: PathLike, *, spacing: SpacingLike = None, dataset: str | None = None) -> dict[str, Any]:
+def describe(
+    path: PathLike, *, spacing: SpacingLike = None, dataset: str | None = None
+) -> dict[str, Any]:
     """Return a JSON-ready description of an image file.
 
     Keys: ``path``, ``format``, ``shape``, ``dtype``, ``chunks``, ``axes``,
@@ -46,7 +48,12 @@ def describe(path: PathLike, *, spacing: SpacingLike = None, dataset: str | None
                 warnings.simplefilter("ignore", SpacingWarning)
                 li = open_image(path, level=lvl, dataset=dataset)
         levels.append(
-            {"level": lvl, "shape": list(li.shape), "spacing": list(li.spacing), "chunks": list(li.chunks)}
+            {
+                "level": lvl,
+                "shape": list(li.shape),
+                "spacing": list(li.spacing),
+                "chunks": list(li.chunks),
+            }
         )
     return {
         "path": img.source,

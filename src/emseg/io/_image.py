@@ -68,7 +68,9 @@ class ArraySource:
         self.dtype = np.dtype(array.dtype)
         if chunks is None:
             chunks = getattr(array, "chunks", None) or self.shape
-        self.chunks = tuple(max(1, min(int(c), max(s, 1))) for c, s in zip(chunks, self.shape, strict=True))
+        self.chunks = tuple(
+            max(1, min(int(c), max(s, 1))) for c, s in zip(chunks, self.shape, strict=True)
+        )
 
     def read(self, region: Region) -> np.ndarray:
         return np.asarray(self.array[region])
@@ -267,7 +269,8 @@ class LazyImage:
         ranges = [range(0, s, c) for s, c in zip(self.shape, self.chunks, strict=True)]
         for starts in itertools.product(*ranges):
             yield tuple(
-                slice(s, min(s + c, n)) for s, c, n in zip(starts, self.chunks, self.shape, strict=True)
+                slice(s, min(s + c, n))
+                for s, c, n in zip(starts, self.chunks, self.shape, strict=True)
             )
 
     def __repr__(self) -> str:
@@ -280,14 +283,33 @@ class LazyImage:
 
 #: Factor from a unit name (as found in OME, ImageJ, NGFF, HDF5 attributes) to nanometres.
 _UNIT_TO_NM = {
-    "nm": 1.0, "nanometer": 1.0, "nanometre": 1.0, "nanometers": 1.0,
-    "um": 1e3, "µm": 1e3, "μm": 1e3, "micron": 1e3, "microns": 1e3,
-    "micrometer": 1e3, "micrometre": 1e3, "micrometers": 1e3, "\\u00b5m": 1e3,
-    "mm": 1e6, "millimeter": 1e6, "millimetre": 1e6,
-    "cm": 1e7, "centimeter": 1e7,
-    "m": 1e9, "meter": 1e9, "metre": 1e9,
-    "a": 0.1, "å": 0.1, "angstrom": 0.1, "ångström": 0.1,
-    "pm": 1e-3, "picometer": 1e-3,
+    "nm": 1.0,
+    "nanometer": 1.0,
+    "nanometre": 1.0,
+    "nanometers": 1.0,
+    "um": 1e3,
+    "µm": 1e3,
+    "μm": 1e3,
+    "micron": 1e3,
+    "microns": 1e3,
+    "micrometer": 1e3,
+    "micrometre": 1e3,
+    "micrometers": 1e3,
+    "\\u00b5m": 1e3,
+    "mm": 1e6,
+    "millimeter": 1e6,
+    "millimetre": 1e6,
+    "cm": 1e7,
+    "centimeter": 1e7,
+    "m": 1e9,
+    "meter": 1e9,
+    "metre": 1e9,
+    "a": 0.1,
+    "å": 0.1,
+    "angstrom": 0.1,
+    "ångström": 0.1,
+    "pm": 1e-3,
+    "picometer": 1e-3,
 }
 
 

@@ -11,7 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from emseg._checks import SpacingLike, parse_spacing
-from emseg.errors import DatasetNotFoundError, EmsegValueError, SpacingWarning, UnsupportedFormatError
+from emseg.errors import (
+    DatasetNotFoundError,
+    EmsegValueError,
+    SpacingWarning,
+    UnsupportedFormatError,
+)
 from emseg.io._image import ImageInfo, LazyImage, Source
 
 PathLike = str | os.PathLike[str]
@@ -194,7 +199,9 @@ def open_image(
         dataset = ds_in_path
     fmt = format or detect_format(file)
     if fmt not in FORMATS:
-        raise EmsegValueError(f"`format` must be one of {', '.join(map(repr, FORMATS))}; got {fmt!r}.")
+        raise EmsegValueError(
+            f"`format` must be one of {', '.join(map(repr, FORMATS))}; got {fmt!r}."
+        )
     source, info = FORMATS[fmt].load()(file, dataset=dataset, level=level)
     n_spatial = sum(a in "zyx" for a in info.axes)
     display = file if dataset is None else f"{file}:{dataset}"
