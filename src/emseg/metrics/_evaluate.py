@@ -1,0 +1,184 @@
+"""Dicts of named scores under the ``emseg evaluate --json`` keys (see docs/metrics.md)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from numpy.typing import ArrayLike
+
+from emseg.metrics._matching import (
+    _check_threshold,
+    _match,
+    _objects,
+    aggregated_jaccard_index,
+    average_precision,
+    panoptic_quality,
+)
+from emseg.metrics._pixel import ConfusionMatrix, ProbabilityHistogram, semantic_metrics
+from emseg.metrics._rand import adapted_rand_error, as_table, rand_index
+from emseg.metrics._tables import OverlapTable
+from emseg.metrics._voi import isbi_information_scores, voi
+
+__all__ = [
+    "CONVENTIONS",
+    "INSTANCE_KEYS",
+    "NEURON_KEYS",
+    "SEMANTIC_KEYS",
+    "evaluate_tables",
+    "instance_metrics",
+    "neuron_metrics",
+]
+
+NEURON_KEYS = (
+    "rand_index",
+    "adapted_rand_error_cremi",
+    "adapted_rand_error_isbi2012",
+    "adapted_rand_error_skimage",
+    "voi_split",
+    "voi_merge",
+    "isbi_vrand",
+    "isbi_vinfo",
+)
+INSTANCE_KEYS = ("ap50", "ap75", "map", "aji", "pq", "sq", "rq", "f1_50")
+SEMANTIC_KEYS = (
+    "accuracy",
+    "precision",
+    "recall",
+    "specificity",
+    "dice",
+    "jaccard",
+    "conformity",
+    "pixel_error",
+)
+GEOMETRIC_KEYS = ("warping_error", "hausdorff", "hausdorff95")
+
+CONVENTIONS: dict[str, Any] = {
+    "order": "truth, prediction",
+    "background_label": 0,
+    "rand_index": "all voxels, label 0 an ordinary segment, unordered pairs",
+    "adapted_rand_error_cremi": "truth 0 ignored; predicted 0 singletons weighted 1/n (CREMI)",
+    "adapted_rand_error_isbi2012": "truth 0 ignored; predicted 0 singletons (Fiji V_rand)",
+    "adapted_rand_error_skimage": "truth 0 ignored; predicted 0 an ordinary segment",
+    "voi": "bits (log2); truth label 0 ignored; split = H(P|T), merge = H(T|P)",
+    "isbi_vrand": "1 - adapted_rand_error_isbi2012 (higher is better)",
+    "isbi_vinfo": "2 I / (H(T) + H(P)); truth 0 ignored, predicted 0 singletons",
+    "instances": "label 0 = background; IoU matching one-to-one",
+    "ap": "DSB 2018: TP / (TP + FP + FN) at IoU >= t; map over t = 0.50:0.95:0.05",
+    "aji": "Kumar et al. 2017 (original, not AJI+)",
+    "pq": "Kirillov et al. 2019, IoU > 0.5",
+    "f1_50": "2 TP / (2 TP + FP + FN) at IoU >= 0.5",
+    "semantic_average": "binary: foreground = every nonzero class",
+    "pixel_error": "ISBI 2012: 1 - max F-score over thresholds 0.0:1.0:0.1",
+    "zero_division": "NaN (null in JSON)",
+}
+
+
+def neuron_metrics(
+    truth: ArrayLike | OverlapTable,
+    prediction: ArrayLike | None = None,
+    *,
+    mask: ArrayLike | None = None,
+) -> dict[str, float]:
+    """Every Rand / VOI-family score from one overlap table.
+
+    Parameters
+    ----------
+    truth : ndarray of int, or OverlapTable
+        Ground-truth labels (0 = unlabelled), or their table with the
+        prediction (then leave out `prediction` and `mask`).
+    prediction : ndarray of int, same shape as `truth`
+    mask : ndarray of bool, optional
+
+    Returns
+    -------
+    dict of str to float
+        Keys ``rand_index, adapted_rand_error_cremi,
+        adapted_rand_error_isbi2012, adapted_rand_error_skimage, voi_split,
+        voi_merge, isbi_vrand, isbi_vinfo`` (conventions in
+        :data:`CONVENTIONS`).
+    """
+    tab = as_table(truth, prediction, mask)
+    v = voi(tab)
+    isbi = adapted_rand_error(tab, variant="isbi2012")
+    return {
+        "rand_index": rand_index(tab).rand_index,
+        "adapted_rand_error_cremi": adapted_rand_error(tab, variant="cremi").error,
+        "adapted_rand_error_isbi2012": isbi.error,
+        "adapted_rand_error_skimage": adapted_rand_error(tab, variant="skimage").error,
+        "voi_split": v.split,
+        "voi_merge": v.merge,
+        "isbi_vrand": isbi.f_score,
+        "isbi_vinfo": isbi_information_scores(tab).v_info,
+    }
+
+
+def instance_metrics(
+    truth: ArrayLike | OverlapTable,
+    prediction: ArrayLike | None = None,
+    *,
+    mask: ArrayLike | None = None,
+) -> dict[str, float]:
+    """Every matching-based instance score from one overlap table.
+
+    Returns
+    -------
+    dict of str to float
+        Keys ``ap50, ap75, map, aji, pq, sq, rq, f1_50``.
+    """
+    tab = as_table(truth, prediction, mask)
+    ap = average_precision(tab)
+    pq = panoptic_quality(tab)
+    f1 = _match(_objects(tab), _check_threshold(0.5)).f1
+    return {
+        "ap50": ap.ap50,
+        "ap75": ap.ap75,
+        "map": ap.map,
+        "aji": aggregated_jaccard_index(tab),
+        "pq": pq.pq,
+        "sq": pq.sq,
+        "rq": pq.rq,
+        "f1_50": f1,
+    }
+
+
+def evaluate_tables(
+    *,
+    overlap: OverlapTable | None = None,
+    confusion: ConfusionMatrix | None = None,
+    histogram: ProbabilityHistogram | None = None,
+) -> dict[str, Any]:
+    """All scores computable from the given (possibly block-merged) tables.
+
+    Parameters
+    ----------
+    overlap : OverlapTable, optional
+        Gives the neuron and instance scores.
+    confusion : ConfusionMatrix, optional
+        Gives the semantic scores (binary: foreground = nonzero classes).
+    histogram : ProbabilityHistogram, optional
+        Gives ``pixel_error`` (its thresholds are used as given).
+
+    Returns
+    -------
+    dict
+        Every key of the ``emseg evaluate --json`` schema: a float, or None
+        when the needed table was not given (the geometric scores
+        ``warping_error, hausdorff, hausdorff95`` are always None here), plus
+        ``"conventions"``.
+    """
+    keys = SEMANTIC_KEYS + NEURON_KEYS + GEOMETRIC_KEYS + INSTANCE_KEYS
+    out: dict[str, Any] = dict.fromkeys(keys)
+    if confusion is not None:
+        sem = semantic_metrics(confusion, probabilities=histogram)
+        out.update(sem)
+        if histogram is None:
+            out["pixel_error"] = None
+    elif histogram is not None:
+        from emseg.metrics._pixel import pixel_error
+
+        out["pixel_error"] = pixel_error(histogram).pixel_error
+    if overlap is not None:
+        out.update(neuron_metrics(overlap))
+        out.update(instance_metrics(overlap))
+    out["conventions"] = dict(CONVENTIONS)
+    return out
