@@ -1,0 +1,247 @@
+"""``map_blocks``: a block function over one or more aligned volumes into a zarr output."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from emseg.blockwise._execute import SchedulerLike, describe_scheduler, open_backend, run_blocks
+from emseg.blockwise._geometry import (
+    Block,
+    Blocking,
+    Roi,
+    check_chunk_alignment,
+    default_block_shape,
+)
+from emseg.blockwise._journal import Journal
+from emseg.blockwise._output import (
+    as_input,
+    check_inputs,
+    finish_output,
+    input_spacing,
+    prepare_output,
+    resolve_chunks,
+)
+from emseg.errors import EmsegTypeError, EmsegValueError
+
+log = logging.getLogger(__name__)
+
+
+def read_block(array: Any, roi: Roi) -> np.ndarray:
+    """The voxels of `roi` from any sliceable array, as a numpy array."""
+    return np.asarray(array[roi.to_slices()])
+
+
+def crop_result(result: Any, block: Block) -> np.ndarray:
+    """Crop a block function's result to the write region.
+
+    The result may cover the read region (it is cropped) or already the
+    write region.
+    """
+    result = np.asarray(result)
+    if result.shape == block.read_roi.shape:
+        return result[block.write_in_read]
+    if result.shape == block.write_roi.shape:
+        return result
+    raise EmsegValueError(
+        f"the block function returned shape {result.shape} for block {block.block_id}; it must "
+        f"return the shape of its input (the read region, {block.read_roi.shape}) or of the "
+        f"write region ({block.write_roi.shape})."
+    )
+
+
+class MapTask:
+    """Process one block: read, apply, crop, write, record. Picklable; sent once per worker."""
+
+    def __init__(
+        self,
+        func: Callable[..., Any],
+        inputs: Sequence[Any],
+        out: Any,
+        blocking: Blocking,
+        journal: Journal,
+        stage: str,
+        kwargs: dict[str, Any],
+    ) -> None:
+        self.func = func
+        self.inputs = list(inputs)
+        self.out = out
+        self.blocking = blocking
+        self.journal = journal
+        self.stage = stage
+        self.kwargs = kwargs
+
+    def __call__(self, block_id: int) -> None:
+        block = self.blocking[block_id]
+        data = [read_block(a, block.read_roi) for a in self.inputs]
+        result = crop_result(self.func(*data, **self.kwargs), block)
+        self.out[block.write_roi.to_slices()] = result.astype(self.out.dtype, copy=False)
+        self.journal.mark_done(self.stage, block_id)
+
+
+def _normalize_inputs(inputs: Any) -> tuple[list[Any], list[str]]:
+    if isinstance(inputs, list | tuple):
+        arrays = [as_input(a, name=f"inputs[{i}]") for i, a in enumerate(inputs)]
+        names = [f"inputs[{i}]" for i in range(len(arrays))]
+    else:
+        arrays, names = [as_input(inputs, name="inputs")], ["inputs"]
+    if not arrays:
+        raise EmsegValueError("`inputs` must hold at least one array; got an empty sequence.")
+    return arrays, names
+
+
+def map_blocks(
+    func: Callable[..., Any],
+    inputs: Any,
+    *,
+    out: Any = None,
+    halo: int | Sequence[int] = 0,
+    dtype: Any = None,
+    block_shape: int | Sequence[int] | None = None,
+    chunks: int | Sequence[int] | None = None,
+    roi: Sequence[slice] | Roi | None = None,
+    spacing: Any = None,
+    labels: bool = False,
+    n_workers: int = 2,
+    scheduler: SchedulerLike = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    params: dict[str, Any] | None = None,
+    kwargs: dict[str, Any] | None = None,
+) -> Any:
+    """Apply ``func`` block by block and write the results into a zarr array.
+
+    For each block, ``func(*arrays, **kwargs)`` receives the read region
+    (the write region grown by `halo`, clipped to the volume) of every input
+    and returns an array of that shape (or of the write region's shape); the
+    part over the write region is written to `out`. The result equals
+    ``func`` applied to the whole volume wherever ``func`` only needs `halo`
+    voxels of context and treats the volume's border the way it treats the
+    read region's border (e.g. scipy filters with ``mode="reflect"``).
+
+    Parameters
+    ----------
+    func : callable
+        ``func(*arrays, **kwargs) -> ndarray``. Must be picklable (a module
+        level function) when running on a distributed scheduler.
+    inputs : array or sequence of arrays, (Z, Y, X) or (Y, X)
+        numpy arrays, zarr arrays, :class:`emseg.io.LazyImage` or paths, all of
+        one shape.
+    out : str, path, zarr.Array or None
+        Where to write: a path (a zarr array is created), an existing zarr
+        array of the right shape and dtype, or None for an in-memory zarr
+        array (threads only).
+    halo : int or tuple of int, default 0
+        Context in voxels on each side of a block. May exceed the block shape.
+    dtype : dtype, optional
+        Output dtype (results are cast with ``astype``); the first input's by
+        default.
+    block_shape : int or tuple of int, optional
+        The write region of a block. Default: the output's chunks, enlarged
+        to about 128**3 voxels (see :func:`default_block_shape`).
+    chunks : tuple of int, optional
+        Chunks of a created output; 64**3 (3D) or 256**2 (2D) by default.
+    roi : tuple of slice or Roi, optional
+        Only write this box of the output (the rest stays 0).
+    spacing : sequence of float, optional
+        Voxel size (nm) stored with a created output; the input's by default.
+    labels : bool, default False
+        Mark a created output as a label image.
+    n_workers : int, default 2
+        Threads (default scheduler) or processes (``scheduler="local"``).
+    scheduler : None, "threads", "serial", "local", address or Client
+        Where blocks run; see :mod:`emseg.blockwise._execute`.
+    resume : bool, default False
+        Continue an interrupted job on the same `out`: finished blocks are
+        skipped; refused when the parameters differ.
+    overwrite : bool, default False
+        Replace an existing `out`. Without `resume` or `overwrite`, an
+        existing output is an :class:`~emseg.errors.OutputExistsError`.
+    progress : bool, default True
+        Show a progress bar on stderr.
+    params : dict, optional
+        Extra job parameters recorded in the journal and compared on resume
+        (e.g. the filter's sigma); ``func``'s qualified name and `kwargs` are
+        always recorded.
+    kwargs : dict, optional
+        Keyword arguments passed to ``func``.
+
+    Returns
+    -------
+    zarr.Array
+        The output, with attribute ``emseg = {"complete": true, ...}``.
+
+    Raises
+    ------
+    ChunkAlignmentError
+        When blocks are not aligned to the output's chunks and blocks run in
+        parallel.
+    OutputExistsError, EmsegValueError, SchedulerError
+        See :func:`prepare_output` and :func:`open_backend`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from scipy import ndimage
+    >>> image = np.random.default_rng(0).random((40, 50), dtype=np.float32)
+    >>> out = map_blocks(ndimage.uniform_filter, image, halo=1, block_shape=16,
+    ...                  chunks=(16, 16), kwargs={"size": 3}, progress=False)
+    >>> bool(np.allclose(out[:], ndimage.uniform_filter(image, size=3)))
+    True
+    """
+    if not callable(func):
+        raise EmsegTypeError(f"`func` must be callable; got {type(func).__name__}.")
+    arrays, names = _normalize_inputs(inputs)
+    shape = check_inputs(arrays, names)
+    ndim = len(shape)
+    out_dtype = np.dtype(dtype) if dtype is not None else np.dtype(arrays[0].dtype)
+    kwargs = dict(kwargs or {})
+    job = {
+        "job": "map_blocks",
+        "func": f"{getattr(func, '__module__', '')}.{getattr(func, '__qualname__', repr(func))}",
+        "kwargs": kwargs,
+        "shape": list(shape),
+        "dtype": str(out_dtype),
+        "halo": halo,
+        "roi": repr(roi),
+        **(params or {}),
+    }
+    out_chunks = resolve_chunks(out, chunks, shape)
+    if block_shape is None:
+        block_shape = default_block_shape(shape, out_chunks)
+    blocking = Blocking(shape, block_shape, halo=halo, roi=roi)
+    job["block_shape"] = list(blocking.block_shape)
+    with open_backend(scheduler, n_workers) as backend:
+        check_chunk_alignment(blocking, out_chunks, parallel=backend.parallel)
+        if backend.kind == "distributed" and out is None:
+            raise EmsegValueError(
+                "`out` must be a path or a zarr array on disk when running on a distributed "
+                f"scheduler ({describe_scheduler(scheduler)}): workers write it directly."
+            )
+        output = prepare_output(
+            out,
+            shape=shape,
+            dtype=out_dtype,
+            chunks=out_chunks,
+            spacing=input_spacing(arrays[0], spacing, ndim),
+            labels=labels,
+            params=job,
+            resume=resume,
+            overwrite=overwrite,
+        )
+        if output.journal.complete:
+            log.info("%s is complete already; nothing to resume", output.array)
+            return output.array
+        stage = "map"
+        done = output.journal.done(stage) if output.resuming else set()
+        todo = [i for i in range(len(blocking)) if i not in done]
+        if done:
+            log.info("resuming: %d of %d blocks done already", len(done), len(blocking))
+        task = MapTask(func, arrays, output.array, blocking, output.journal, stage, kwargs)
+        run_blocks(task, todo, backend, progress=progress, desc=job["func"].rsplit(".", 1)[-1])
+    finish_output(output, job)
+    return output.array
