@@ -62,7 +62,9 @@ _ZARR_SUFFIXES = (".zarr",)
 _TIFF_SUFFIXES = (".tif", ".tiff", ".btf")
 #: Bytes a default chunk aims at (uint8 3D -> 64 x 128 x 128).
 _CHUNK_BYTES = 1 << 20
-_BIGTIFF_BYTES = 2**31 - 2**25  # switch to BigTIFF a little below the 4 GB / signed limit
+_BIGTIFF_BYTES = 2**31 - 2**25  # switch to BigTIFF a little below the 2 GB signed-offset limit
+#: TIFF pages larger than this are written as 1024 x 1024 tiles, one row of tiles in memory.
+_TIFF_TILE_ABOVE = 64 << 20
 
 
 # --------------------------------------------------------------------------- inputs
@@ -706,7 +708,7 @@ def _write_tiff(
             meta[f"PhysicalSize{a.upper()}Unit"] = "nm"
     if inp.channel_names:
         meta["Channel"] = {"Name": list(inp.channel_names)}
-    tiled = page_bytes > (64 << 20)
+    tiled = page_bytes > _TIFF_TILE_ABOVE
     tile = (1024, 1024)
     n_pages = math.prod(lead) if lead else 1
     pages_per_read = max(1, min(n_pages, (16 << 20) // max(page_bytes, 1)))
