@@ -90,11 +90,30 @@ def _create_array(
     spacing: tuple[float, ...],
     labels: bool,
 ) -> Any:
-    """Create the output array at `path` (the one place that knows how)."""
+    """Create the output array at `path` (the one place that knows how).
+
+    A ``.zarr`` / ``.ome.zarr`` path becomes a single-level OME-Zarr
+    (:func:`emseg.io.create_image`; the job writes its level 0); any other
+    name a plain zarr v3 array.
+    """
+    if path.name.lower().endswith(".zarr"):
+        from emseg.io import create_image
+
+        return create_image(
+            path,
+            shape=shape,
+            dtype=dtype,
+            chunks=chunks,
+            spacing=spacing,
+            labels=labels,
+            compression="zstd",
+            overwrite=True,
+            attrs={"producer": "emseg.blockwise"},
+        )
     import zarr
     from zarr.codecs import BloscCodec
 
-    arr = zarr.create_array(
+    return zarr.create_array(
         store=str(path),
         shape=shape,
         dtype=dtype,
@@ -104,7 +123,6 @@ def _create_array(
         overwrite=True,
         attributes={"spacing": list(spacing), "unit": "nanometer", "labels": bool(labels)},
     )
-    return arr
 
 
 def _open_array(path: Path) -> Any:

@@ -19,7 +19,7 @@ from emseg import __version__
 from emseg.errors import EmsegError
 
 #: The verbs, in the order ``emseg --help`` lists them (module emseg.cli._<name>).
-COMMANDS = ["info"]
+COMMANDS = ["info", "blockwise-filter", "label"]
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in COMMANDS:
-        module = importlib.import_module(f"emseg.cli._{name}")
+        module = importlib.import_module(f"emseg.cli._{name.replace('-', '_')}")
         module.register(sub)
     return parser
 
