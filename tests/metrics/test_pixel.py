@@ -39,7 +39,8 @@ def test_binary_hand_case():
 
 def test_binary_uses_every_nonzero_class_as_foreground():
     m = semantic_metrics(np.array([0, 255, 255]), np.array([0, 1, 2]))
-    assert m["dice"] == 1.0 and m["accuracy"] == 1.0
+    assert m["dice"] == 1.0
+    assert m["accuracy"] == 1.0
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -72,7 +73,8 @@ def test_confusion_options_and_merge(rng):
     t = rng.integers(0, 3, size=200)
     p = rng.integers(0, 3, size=200)
     full = confusion_matrix(t, p, n_classes=4)
-    assert full.matrix.shape == (4, 4) and full.matrix[3].sum() == 0
+    assert full.matrix.shape == (4, 4)
+    assert full.matrix[3].sum() == 0
     only = confusion_matrix(t, p, labels=[0, 2])
     keep = np.isin(t, [0, 2]) & np.isin(p, [0, 2])
     np.testing.assert_array_equal(only.matrix, sk_confusion(t[keep], p[keep], labels=[0, 2]))
@@ -93,7 +95,8 @@ def test_zero_division():
     # a class never present and never predicted: precision 0/0
     cm = confusion_matrix(np.array([0, 0]), np.array([0, 0]), n_classes=2)
     cs = class_scores(cm)
-    assert math.isnan(cs.precision[1]) and math.isnan(cs.conformity[1])
+    assert math.isnan(cs.precision[1])
+    assert math.isnan(cs.conformity[1])
     assert class_scores(cm, zero_division=1.0).precision[1] == 1.0
     assert class_scores(cm, zero_division=1.0).conformity[1] == 1.0
     assert cs.macro["precision"] == 1.0  # NaN class left out of the macro mean

@@ -167,7 +167,8 @@ def test_zero_division_cases():
     assert math.isnan(isbi_information_scores(empty_truth, np.arange(5)).v_info)
     # one truth segment: H(T) = 0 -> merge score 0/0
     s = isbi_information_scores(np.ones(4, np.uint8), np.array([1, 1, 2, 2]))
-    assert math.isnan(s.merge) and s.split == pytest.approx(0.0)
+    assert math.isnan(s.merge)
+    assert s.split == pytest.approx(0.0)
 
 
 # ------------------------------------------------------- references and brute force
@@ -217,13 +218,16 @@ def test_table_input_and_validation():
 
 # ------------------------------------------------------------------- properties
 
-labels_2d = arrays(np.uint8, st.tuples(st.integers(1, 6), st.integers(1, 6)), elements=st.integers(0, 4))
+labels_2d = arrays(
+    np.uint8, st.tuples(st.integers(1, 6), st.integers(1, 6)), elements=st.integers(0, 4)
+)
 
 
 @given(x=labels_2d)
 def test_voi_of_itself_is_zero_and_scores_perfect(x):
     v = voi(x, x, ignore_truth=())
-    assert v.split == 0.0 and v.merge == 0.0
+    assert v.split == 0.0
+    assert v.merge == 0.0
     if x.size > 1:
         assert rand_index(x, x).rand_index == 1.0
     if np.any(x != 0):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -35,11 +37,14 @@ def test_hand_case_and_sizes():
     assert tab.pred_ids.tolist() == [7, 5, 5, 7]
     assert tab.counts.tolist() == [1, 2, 1, 2]
     ids, sizes = tab.truth_sizes()
-    assert ids.tolist() == [0, 1, 2] and sizes.tolist() == [1, 2, 3]
+    assert ids.tolist() == [0, 1, 2]
+    assert sizes.tolist() == [1, 2, 3]
     ids, sizes = tab.pred_sizes()
-    assert ids.tolist() == [5, 7] and sizes.tolist() == [3, 3]
+    assert ids.tolist() == [5, 7]
+    assert sizes.tolist() == [3, 3]
     tr = tab.transpose()
-    assert tr.truth_ids.tolist() == [5, 5, 7, 7] and tr.pred_ids.tolist() == [1, 2, 0, 2]
+    assert tr.truth_ids.tolist() == [5, 5, 7, 7]
+    assert tr.pred_ids.tolist() == [1, 2, 0, 2]
 
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.uint32, np.uint64, np.int32, np.int64])
@@ -89,7 +94,7 @@ def test_merge_of_random_splits_equals_whole(labels, cuts):
     arr = np.array(labels, dtype=np.uint64)
     t, p = arr[:, 0], arr[:, 1]
     edges = sorted({0, len(t), *[min(c, len(t)) for c in cuts]})
-    parts = [overlap_table(t[a:b], p[a:b]) for a, b in zip(edges[:-1], edges[1:], strict=True)]
+    parts = [overlap_table(t[a:b], p[a:b]) for a, b in itertools.pairwise(edges)]
     whole = overlap_table(t, p)
     merged = merge_tables(parts)
     _assert_same(merged, (whole.truth_ids, whole.pred_ids, whole.counts))
@@ -103,9 +108,11 @@ def test_merge_of_random_splits_equals_whole(labels, cuts):
 def test_without_and_empty():
     tab = overlap_table(np.array([0, 1, 1, 2]), np.array([3, 3, 0, 0]))
     kept = tab.without(truth=[0], prediction=[0])
-    assert kept.truth_ids.tolist() == [1] and kept.counts.tolist() == [1]
+    assert kept.truth_ids.tolist() == [1]
+    assert kept.counts.tolist() == [1]
     empty = overlap_table(np.zeros(0, np.uint8), np.zeros(0, np.uint8))
-    assert len(empty) == 0 and empty.n_voxels == 0
+    assert len(empty) == 0
+    assert empty.n_voxels == 0
     assert merge_tables([]).n_voxels == 0
 
 
