@@ -245,6 +245,26 @@ def _plan_axes(
     return index, order, out_axes
 
 
+def _shaped_axes(tif: Any, series: Any) -> str | None:
+    """Axes of a tifffile "shaped" series written without axes, by emseg's convention.
+
+    tifffile labels such series heuristically (e.g. ``YXQ`` for a (2, 5, 1)
+    array); emseg reads them as ``YX``, ``ZYX`` or ``CZYX``, plus ``S`` when
+    the pages hold RGB samples.
+    """
+    if series.kind != "shaped" or not tif.shaped_metadata:
+        return None
+    if "axes" in tif.shaped_metadata[0]:
+        return None
+    shape = series.get_shape(False)
+    samples = "S" if series.keyframe.axes.endswith("S") and len(shape) >= 3 else ""
+    n = len(shape) - len(samples)
+    if n < 2:
+        return None
+    core = {2: "YX", 3: "ZYX", 4: "CZYX"}.get(n, "Q" * (n - 2) + "YX")
+    return core + samples
+
+
 def _ome_pixels(tif: Any) -> Any:
     xml = tif.ome_metadata
     if not xml:
@@ -396,7 +416,7 @@ def open_tiff(
             if collector.messages:
                 raise FormatError(f"{path!r} is truncated or corrupt: {collector.messages[0]}")
             lseries = series.levels[level]
-            axes = lseries.get_axes(False)
+            axes = _shaped_axes(tif, series) or lseries.get_axes(False)
             shape = lseries.get_shape(False)
             index, order, out_axes = _plan_axes(axes, shape, t_index=t_index, path=path)
             level_shapes = tuple(
