@@ -128,9 +128,13 @@ def _per_axis(value: int | Sequence[int], ndim: int, name: str) -> tuple[int, ..
     if isinstance(value, int | float) and not isinstance(value, bool):
         values: tuple[int, ...] = (int(value),) * ndim
     else:
+        if isinstance(value, str | bytes):
+            raise EmsegTypeError(
+                f"`{name}` must be an integer or one integer per axis; got {value!r}."
+            )
         try:
             values = tuple(int(v) for v in value)  # type: ignore[union-attr]
-        except TypeError:
+        except (TypeError, ValueError):
             raise EmsegTypeError(
                 f"`{name}` must be an integer or one integer per axis; got {value!r}."
             ) from None
@@ -285,7 +289,7 @@ def check_chunk_alignment(
             strict=True,
         )
     ):
-        ok = b % c == 0 and r0 % c == 0 and (r1 % c == 0 or r1 == n)
+        ok = (b % c == 0 or b >= r1 - r0) and r0 % c == 0 and (r1 % c == 0 or r1 == n)
         if not ok:
             aligned = False
             if parallel:
