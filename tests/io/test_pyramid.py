@@ -45,9 +45,10 @@ def test_plan_never_downsamples_channels_and_handles_odd_sizes():
     levels = plan_levels((3, 100, 301), spacing=(5, 5), axes="cyx", chunks=(1, 40, 40))
     assert all(lv.factors[0] == 1 and lv.shape[0] == 3 for lv in levels)
     assert levels[1].shape == (3, 50, 151)
-    assert levels[2].shape == (3, 25, 76)  # y (25) is no longer halved below min_size
-    assert levels[3].shape == (3, 25, 38)
-    assert levels[3].factors == (1, 1, 2)
+    assert levels[2].shape == (3, 25, 76)
+    # x (76) is still longer than a chunk, so y and x are halved together once more
+    assert levels[3].shape == (3, 13, 38)
+    assert len(levels) == 4
 
 
 def test_plan_small_image_has_one_level():

@@ -103,16 +103,21 @@ def plan_levels(
     levels = [Level(shape, tuple(sp0), (1,) * len(shape), (0.0,) * len(spatial))]
     cur_shape, cur_sp = list(shape), list(sp0)
     while len(levels) < max_levels:
-        if all(n <= max(int(c), 1) for n, c in zip(cur_shape, chunks, strict=True)):
+        live = [k for k, i in enumerate(spatial) if cur_shape[i] > 1]
+        if not live:
             break
-        cand = [k for k, i in enumerate(spatial) if cur_shape[i] > min_size]
-        if not cand:
+        finest = min(cur_sp[k] for k in live)
+        halve = [k for k in live if cur_sp[k] < 2 * finest]
+        # go on while an axis to halve is still larger than a chunk and than min_size
+        if not any(
+            cur_shape[spatial[k]] > max(int(chunks[spatial[k]]), 1)
+            and cur_shape[spatial[k]] >= min_size
+            for k in halve
+        ):
             break
-        finest = min(cur_sp[k] for k, i in enumerate(spatial) if cur_shape[i] > 1)
         factors = [1] * len(shape)
-        for k in cand:
-            if cur_sp[k] < 2 * finest:
-                factors[spatial[k]] = 2
+        for k in halve:
+            factors[spatial[k]] = 2
         cur_shape = [math.ceil(n / f) for n, f in zip(cur_shape, factors, strict=True)]
         cur_sp = [s * factors[i] for s, i in zip(cur_sp, spatial, strict=True)]
         translation = tuple((s - s0) / 2 for s, s0 in zip(cur_sp, sp0, strict=True))

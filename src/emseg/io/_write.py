@@ -65,6 +65,8 @@ _CHUNK_BYTES = 1 << 20
 _BIGTIFF_BYTES = 2**31 - 2**25  # switch to BigTIFF a little below the 2 GB signed-offset limit
 #: TIFF pages larger than this are written as 1024 x 1024 tiles, one row of tiles in memory.
 _TIFF_TILE_ABOVE = 64 << 20
+#: Pages are read from the input in slabs of about this many bytes.
+_TIFF_READ_BYTES = 16 << 20
 
 
 # --------------------------------------------------------------------------- inputs
@@ -168,12 +170,9 @@ def default_chunks(shape: Sequence[int], dtype: Any, *, axes: str) -> tuple[int,
     spatial = axes.replace("c", "")
     base = {"yx": [1024, 1024], "zyx": [64, 128, 128]}[spatial]
     limit = max(_CHUNK_BYTES, 2 * _CHUNK_BYTES if itemsize >= 2 else 0)
-    i = 0
     while math.prod(base) * itemsize > limit and max(base) > 16:
-        # halve the largest axis (z first among equals to keep xy tiles square)
-        k = max(range(len(base)), key=lambda j: (base[j], -j if i % 2 else j))
+        k = max(range(len(base)), key=lambda j: (base[j], -j))  # largest axis, z / y first
         base[k] //= 2
-        i += 1
     chunks = ([1] if axes.startswith("c") else []) + base
     return tuple(max(1, min(c, s)) for c, s in zip(chunks, shape, strict=True))
 
@@ -498,9 +497,11 @@ def _output_kind(path: Path) -> str:
     )
 
 
-def _reopen(path: Path, known: bool) -> LazyImage:
+def _reopen(path: Path, known: bool, spacing: Sequence[float] | None = None) -> LazyImage:
     from emseg.io._open import open_image
 
+    if known and spacing is not None:
+        return open_image(path, spacing=spacing)
     if known:
         return open_image(path)
     with warnings.catch_warnings():
@@ -701,17 +702,33 @@ def _write_tiff(
     ny, nx = shape[-2], shape[-1]
     lead = shape[:-2]
     page_bytes = ny * nx * inp.dtype.itemsize
-    meta: dict[str, Any] = {"axes": axes.upper(), "Description": "emseg " + json.dumps(prov)}
-    if inp.spacing_known:
-        for a, s in zip(axes.replace("c", ""), inp.spacing, strict=True):
-            meta[f"PhysicalSize{a.upper()}"] = float(s)
-            meta[f"PhysicalSize{a.upper()}Unit"] = "nm"
-    if inp.channel_names:
-        meta["Channel"] = {"Name": list(inp.channel_names)}
+    ome = inp.dtype.str[1:] not in ("u8", "i8")  # OME has no 64-bit integer pixel type
+    extra: dict[str, Any] = {}
+    if ome:
+        meta: dict[str, Any] = {"axes": axes.upper(), "Description": "emseg " + json.dumps(prov)}
+        if inp.spacing_known:
+            for a, s in zip(axes.replace("c", ""), inp.spacing, strict=True):
+                meta[f"PhysicalSize{a.upper()}"] = float(s)
+                meta[f"PhysicalSize{a.upper()}Unit"] = "nm"
+        if inp.channel_names:
+            meta["Channel"] = {"Name": list(inp.channel_names)}
+    else:
+        # a tifffile "shaped" TIFF: axes and spacing in the JSON description, y/x
+        # spacing also in the resolution tags (micrometre)
+        meta = {"axes": axes.upper(), "emseg": prov}
+        if inp.spacing_known:
+            meta["spacing_nm"] = list(inp.spacing)
+            extra = {
+                "resolution": (1e3 / inp.spacing[-1], 1e3 / inp.spacing[-2]),  # x, y
+                "resolutionunit": tifffile.RESUNIT.MICROMETER,
+            }
+        if inp.channel_names:
+            meta["channel_names"] = list(inp.channel_names)
+        logger.info("%s: 64-bit integers are not OME types; writing a plain TIFF", path)
     tiled = page_bytes > _TIFF_TILE_ABOVE
     tile = (1024, 1024)
     n_pages = math.prod(lead) if lead else 1
-    pages_per_read = max(1, min(n_pages, (16 << 20) // max(page_bytes, 1)))
+    pages_per_read = max(1, min(n_pages, _TIFF_READ_BYTES // max(page_bytes, 1)))
 
     def page_index(i: int) -> tuple[int, ...]:
         return tuple(int(v) for v in np.unravel_index(i, lead)) if lead else ()
@@ -758,18 +775,26 @@ def _write_tiff(
                 file=sys.stderr,
                 leave=False,
             ) as bar,
-            tifffile.TiffWriter(tmp, bigtiff=total > _BIGTIFF_BYTES, ome=True) as tw,
+            tifffile.TiffWriter(tmp, bigtiff=total > _BIGTIFF_BYTES, ome=ome) as tw,
         ):
+            if not tiled and n_pages <= pages_per_read:
+                # small enough to pass whole (tifffile mis-encodes iterators of 1x1 pages)
+                data: Any = np.asarray(inp.read(tuple(slice(0, n) for n in shape)))
+                bar.update(n_pages)
+            else:
+                data = data_iter(bar)
             tw.write(
-                data_iter(bar),
+                data,
                 shape=shape,
                 dtype=inp.dtype,
                 photometric="minisblack",
                 compression=_TIFF_COMPRESSION[compression],
                 tile=tile if tiled else None,
                 metadata=meta,
+                **extra,
             )
-    return _reopen(path, inp.spacing_known)
+    # a plain (non-OME) TIFF may hold a 3D spacing that readers do not find: pass it
+    return _reopen(path, inp.spacing_known, None if ome else inp.spacing)
 
 
 def write_tiff(
@@ -790,7 +815,11 @@ def write_tiff(
     Parameters are as for :func:`write_image`. The OME-XML holds the
     physical size in nm per axis (omitted when the spacing is unknown), the
     channel names, and the ``emseg`` provenance as JSON in the image
-    description. BigTIFF is used above about 2 GB. ``"gzip"`` writes
+    description. BigTIFF is used above about 2 GB. OME has no 64-bit integer
+    type: ``uint64`` / ``int64`` images are written as plain TIFF with the axes
+    and spacing in tifffile's JSON description and the y/x spacing in the
+    resolution tags (a 3D spacing may then not be read back by every
+    reader). Pyramids are not written to TIFF. ``"gzip"`` writes
     Deflate (zlib) compression; ``"zstd"`` needs a reader with Zstandard
     support (tifffile + imagecodecs, Fiji with the OME Bio-Formats plugin).
 
