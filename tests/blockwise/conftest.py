@@ -16,7 +16,7 @@ def same_partition(a: np.ndarray, b: np.ndarray) -> bool:
     return pairs.shape[1] == np.unique(a).size == np.unique(b).size
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def assert_same_labels():
     """Assert that labels equal a reference up to relabelling, with equal object counts."""
 
