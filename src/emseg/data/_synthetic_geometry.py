@@ -423,16 +423,12 @@ def build_geometry(
     tex_freq = _unit_vectors(rng, n_tex, ndim) / rng.uniform(0.4, 2.0, n_tex)[:, None] / d
     tex_phase = rng.uniform(0, 2 * np.pi, n_tex)
 
-    if ndim == 3 and params.drift > 0:
-        z = np.arange(shape[0])
-        period = rng.uniform(8, 24)
-        slow = np.sin(2 * np.pi * z / period + rng.uniform(0, 2 * np.pi))
-        offset_z = params.drift * (0.6 * rng.normal(size=shape[0]) + 0.8 * slow)
-        gain_z = 1.0 + params.drift * 1.5 * rng.normal(size=shape[0])
-    elif ndim == 3:
-        offset_z, gain_z = np.zeros(shape[0]), np.ones(shape[0])
-    else:
-        offset_z, gain_z = np.zeros(0), np.zeros(0)
+    # per-section drift: always drawn (so `drift` does not change the geometry), then scaled
+    n_z = shape[0] if ndim == 3 else 0
+    period = rng.uniform(8, 24)
+    slow = np.sin(2 * np.pi * np.arange(n_z) / period + rng.uniform(0, 2 * np.pi))
+    offset_z = params.drift * (0.6 * rng.normal(size=n_z) + 0.8 * slow)
+    gain_z = 1.0 + params.drift * 1.5 * rng.normal(size=n_z)
 
     geom = Geometry(
         shape=shape,
