@@ -663,7 +663,7 @@ def write_image(
                 provenance=prov,
             )
         )
-    logger.info("wrote %s (%d levels)", p, len(levels))
+    logger.debug("wrote %s (%d levels)", p, len(levels))
     return _reopen(p, inp.spacing_known)
 
 
