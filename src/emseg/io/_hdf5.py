@@ -14,6 +14,9 @@ Spacing is read from the dataset's attributes, first match wins:
 * ``resolution`` — CREMI convention, z-y-x in nm;
 * ``spacing`` or ``voxel_size`` — z-y-x, in the unit of the ``unit``
   attribute (nm when absent).
+
+A single number applies to every axis; a value with one extra leading entry
+(a channel) drops it. Zero, negative or NaN entries mean unknown (None).
 """
 
 from __future__ import annotations
@@ -165,7 +168,9 @@ def _spacing_from_attrs(attrs: Any, n_spatial: int) -> tuple[float, ...] | None:
         if len(values) == n_spatial + 1 and n_spatial >= 1:
             values = values[1:]  # a leading channel entry
         if len(values) == n_spatial:
-            return tuple(v * scale for v in values)
+            out = tuple(v * scale for v in values)
+            # zeros / NaN mean "not set" in several writers: treat as unknown
+            return out if all(np.isfinite(v) and v > 0 for v in out) else None
     return None
 
 

@@ -397,6 +397,8 @@ def open_n5(path: str, *, dataset: str | None = None, level: int = 0) -> tuple[N
     n = min(ndim, 3)
     shapes = tuple(tuple(reversed([int(d) for d in a["dimensions"]])) for a in level_attrs)
     spacing = _level_spacing(level_attrs, group_attrs, shapes, level, n)
+    if spacing is not None and not all(np.isfinite(s) and s > 0 for s in spacing):
+        spacing = None  # zeros / NaN mean "not set"
     attrs = {k: v for k, v in level_attrs[level].items() if k not in ("dimensions", "blockSize")}
     info = ImageInfo(
         axes=axes,

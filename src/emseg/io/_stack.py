@@ -75,7 +75,9 @@ def read_header(path: str) -> SliceHeader:
                 dtype = np.dtype(page.dtype)
             if len(shape) == 2:
                 return SliceHeader((shape[0], shape[1]), 1, dtype)
-            if len(shape) == 3 and getattr(page, "planarconfig", 1) == 1:  # contiguous samples (Y, X, S)
+            if (
+                len(shape) == 3 and getattr(page, "planarconfig", 1) == 1
+            ):  # contiguous samples (Y, X, S)
                 return SliceHeader((shape[0], shape[1]), shape[2], dtype)
             raise FormatError(f"{path!r} is not a 2D image (page shape {shape}).")
         from PIL import Image

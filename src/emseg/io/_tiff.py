@@ -433,6 +433,8 @@ def open_tiff(
                 spacing = _imagej_spacing(tif, out_axes)
             if spacing is None:
                 spacing = _tiff_tag_spacing(tif, out_axes)
+            if spacing is not None and not all(np.isfinite(s) and s > 0 for s in spacing):
+                spacing = None  # zeros / NaN mean "not set"
             if spacing is not None and level > 0:
                 spatial = [i for i, a in enumerate(out_axes) if a != "c"]
                 spacing = tuple(
