@@ -16,6 +16,13 @@ from emseg.metrics._evaluate import (
     instance_metrics,
     neuron_metrics,
 )
+from emseg.metrics._hausdorff import (
+    HausdorffDistance,
+    ObjectHausdorff,
+    hausdorff_distance,
+    hausdorff_per_object,
+    surface_voxels,
+)
 from emseg.metrics._matching import (
     AveragePrecision,
     Matching,
@@ -56,9 +63,11 @@ __all__ = [
     "AveragePrecision",
     "ClassScores",
     "ConfusionMatrix",
+    "HausdorffDistance",
     "InformationScores",
     "JaccardCurve",
     "Matching",
+    "ObjectHausdorff",
     "ObjectTables",
     "OverlapTable",
     "PanopticQuality",
@@ -73,6 +82,8 @@ __all__ = [
     "coco_average_precision",
     "confusion_matrix",
     "evaluate_tables",
+    "hausdorff_distance",
+    "hausdorff_per_object",
     "instance_metrics",
     "isbi_information_scores",
     "jaccard_curve",
@@ -86,5 +97,6 @@ __all__ = [
     "probability_histogram",
     "rand_index",
     "semantic_metrics",
+    "surface_voxels",
     "voi",
 ]
