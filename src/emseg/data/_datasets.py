@@ -9,8 +9,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from emseg.errors import DataUnavailableError, EmsegValueError
+
+if TYPE_CHECKING:
+    from emseg.io import LazyImage
 
 
 @dataclass(frozen=True)
@@ -238,7 +242,7 @@ def dataset_path(name: str, key: str) -> Path:
     return path
 
 
-def open_dataset_file(name: str, key: str):  # type: ignore[no-untyped-def]
+def open_dataset_file(name: str, key: str) -> LazyImage:
     """Open file `key` of dataset `name` lazily with the dataset's documented spacing."""
     from emseg.io import open_image
 

@@ -100,8 +100,9 @@ def _normalize_key(key: Any, shape: tuple[int, ...]) -> tuple[Region, tuple[Any,
         if isinstance(k, slice):
             start, stop, step = k.indices(n)
             if step > 0:
-                lo, hi = start, max(start, stop)
-                region.append(slice(lo, hi))
+                count = len(range(start, stop, step))
+                hi = start + (count - 1) * step + 1 if count else start
+                region.append(slice(start, hi))
                 post.append(slice(None, None, step))
             else:
                 # negative step: read the covered box, then step through it backwards
