@@ -56,6 +56,7 @@ from emseg.metrics._voi import (
     isbi_information_scores,
     voi,
 )
+from emseg.metrics._warping import WarpingError, simple_point_lut, warping_error
 
 __all__ = [
     "CONVENTIONS",
@@ -75,6 +76,7 @@ __all__ = [
     "ProbabilityHistogram",
     "RandIndex",
     "VariationOfInformation",
+    "WarpingError",
     "adapted_rand_error",
     "aggregated_jaccard_index",
     "average_precision",
@@ -97,6 +99,8 @@ __all__ = [
     "probability_histogram",
     "rand_index",
     "semantic_metrics",
+    "simple_point_lut",
     "surface_voxels",
     "voi",
+    "warping_error",
 ]
