@@ -23,6 +23,7 @@ from emseg.metrics._hausdorff import (
     hausdorff_per_object,
     surface_voxels,
 )
+from emseg.metrics._isbi import IsbiScores, isbi2012_scores, thin_borders
 from emseg.metrics._matching import (
     AveragePrecision,
     Matching,
@@ -66,6 +67,7 @@ __all__ = [
     "ConfusionMatrix",
     "HausdorffDistance",
     "InformationScores",
+    "IsbiScores",
     "JaccardCurve",
     "Matching",
     "ObjectHausdorff",
@@ -87,6 +89,7 @@ __all__ = [
     "hausdorff_distance",
     "hausdorff_per_object",
     "instance_metrics",
+    "isbi2012_scores",
     "isbi_information_scores",
     "jaccard_curve",
     "match_instances",
@@ -101,6 +104,7 @@ __all__ = [
     "semantic_metrics",
     "simple_point_lut",
     "surface_voxels",
+    "thin_borders",
     "voi",
     "warping_error",
 ]
