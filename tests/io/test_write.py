@@ -473,3 +473,26 @@ def test_sigkill_midway_leaves_no_complete_looking_output(tmp_path):
     write_image(np.zeros((4, 4), np.uint8), path, spacing=1)
     assert not partial_siblings(path)
     assert Path(path).is_dir()
+
+
+def test_create_image_channels_and_unknown_spacing(tmp_path):
+    arr = create_image(
+        tmp_path / "ch.zarr",
+        shape=(2, 4, 40, 40),
+        dtype=np.float32,
+        spacing=None,
+        chunks=(1, 4, 16, 16),
+        channel_names=["fg", "bg"],
+        zarr_format=2,
+    )
+    arr[...] = 0.5
+    with pytest.warns(SpacingWarning):
+        img = open_image(tmp_path / "ch.zarr")
+    assert img.channel_names == ("fg", "bg")
+    assert img.axes == "czyx"
+    assert img.chunks == (1, 4, 16, 16)
+    np.testing.assert_array_equal(img[...], np.full((2, 4, 40, 40), 0.5, np.float32))
+    with pytest.raises(EmsegValueError, match="`channel_names`"):
+        create_image(
+            tmp_path / "bad.zarr", shape=(4, 4), dtype=np.uint8, spacing=1, channel_names=["a"]
+        )

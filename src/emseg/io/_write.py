@@ -863,6 +863,7 @@ def create_image(
     attrs: dict[str, Any] | None = None,
     fill_value: Any = 0,
     zarr_format: Literal[2, 3] = 3,
+    channel_names: Sequence[str] | None = None,
 ) -> Any:
     """Create an empty single-level OME-Zarr for blockwise jobs and return its level-0 array.
 
@@ -891,6 +892,8 @@ def create_image(
         As for :func:`write_image`.
     fill_value : scalar, default 0
         Value of chunks never written.
+    channel_names : sequence of str, optional
+        One name per channel when `axes` starts with ``c`` (OME ``omero`` labels).
 
     Returns
     -------
@@ -921,6 +924,11 @@ def create_image(
             f"entry of `shape` {shp}; got {axes!r}."
         )
     n_spatial = len(axes.replace("c", ""))
+    if channel_names is not None and ("c" not in axes or len(channel_names) != shp[0]):
+        raise EmsegValueError(
+            f"`channel_names` must have one name per channel (axes {axes!r}, shape {shp}); "
+            f"got {list(channel_names)}."
+        )
     known = spacing is not None
     sp = parse_spacing(spacing, n_spatial)
     chunk_shape = _parse_chunks(chunks, shp, dt, axes)
@@ -955,6 +963,7 @@ def create_image(
             labels=labels,
             zarr_format=zarr_format,
             name=name,
+            channel_names=channel_names,
             provenance=prov,
         )
     )
