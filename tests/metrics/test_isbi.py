@@ -165,3 +165,36 @@ def test_real_isbi_labels_sweep(data_root):
     perfect = isbi2012_scores(lab, (lab == 0).astype(np.float32))
     assert perfect.v_rand == 1.0
     assert perfect.v_info == pytest.approx(1.0, abs=1e-12)
+
+
+def test_geometric_metrics_fill_evaluate_keys():
+    from emseg.metrics import (
+        evaluate_tables,
+        geometric_metrics,
+        hausdorff_distance,
+        hausdorff_per_object,
+        overlap_table,
+        warping_error,
+    )
+
+    t = cells()
+    truth_cc = ndimage.label(t != 0, S4)[0]
+    pred = np.roll(t, 1, axis=1)
+    prob = (pred == 0).astype(float)
+    g = geometric_metrics(t, pred, boundary_probabilities=prob, spacing=(4.0, 4.0))
+    assert set(g) == {"warping_error", "hausdorff", "hausdorff95", "isbi_vrand", "isbi_vinfo"}
+    assert g["hausdorff"] == hausdorff_distance(t, pred, spacing=4.0).hausdorff
+    assert g["warping_error"] == warping_error(t != 0, 1.0 - prob).warping_error
+    r = isbi2012_scores(t, prob)
+    assert (g["isbi_vrand"], g["isbi_vinfo"]) == (r.v_rand, r.v_info)
+    # label volumes: mean over matched objects
+    pred_cc = ndimage.label(pred != 0, S4)[0]
+    g2 = geometric_metrics(truth_cc, pred_cc)
+    assert g2["hausdorff"] == hausdorff_per_object(truth_cc, pred_cc).mean_hausdorff
+    assert "isbi_vrand" not in g2
+    out = evaluate_tables(overlap=overlap_table(truth_cc, pred_cc), geometric=g)
+    assert out["hausdorff95"] == g["hausdorff95"]
+    assert out["isbi_vrand"] == g["isbi_vrand"]  # the challenge score replaces the table's
+    assert out["warping_error"] == g["warping_error"]
+    with pytest.raises(EmsegValueError, match="geometric"):
+        evaluate_tables(geometric={"dice": 1.0})

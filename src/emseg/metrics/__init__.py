@@ -13,6 +13,7 @@ dataclass or a dict of named floats. Formulas and conventions:
 from emseg.metrics._evaluate import (
     CONVENTIONS,
     evaluate_tables,
+    geometric_metrics,
     instance_metrics,
     neuron_metrics,
 )
@@ -86,6 +87,7 @@ __all__ = [
     "coco_average_precision",
     "confusion_matrix",
     "evaluate_tables",
+    "geometric_metrics",
     "hausdorff_distance",
     "hausdorff_per_object",
     "instance_metrics",

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 from numpy.typing import ArrayLike
 
+from emseg._checks import SpacingLike
+from emseg.errors import EmsegValueError
 from emseg.metrics._matching import (
     _check_threshold,
     _match,
@@ -25,6 +29,7 @@ __all__ = [
     "NEURON_KEYS",
     "SEMANTIC_KEYS",
     "evaluate_tables",
+    "geometric_metrics",
     "instance_metrics",
     "neuron_metrics",
 ]
@@ -70,6 +75,20 @@ CONVENTIONS: dict[str, Any] = {
     "semantic_average": "binary: foreground = every nonzero class",
     "pixel_error": "ISBI 2012: 1 - max F-score over thresholds 0.0:1.0:0.1",
     "zero_division": "NaN (null in JSON)",
+    "hausdorff": (
+        "nm (spacing); surfaces = foreground voxels with a background face neighbour; "
+        "binary masks: foreground vs foreground, label volumes: mean over IoU >= 0.5 matches; "
+        "NaN both empty, inf one empty"
+    ),
+    "hausdorff95": "95th percentile of both directed surface-distance sets pooled (medpy hd95)",
+    "warping_error": (
+        "Jain et al. 2010 / Fiji: truth warped by simple points toward prediction > 0.5 "
+        "(foreground 4-, background 8-connected, per 2D section); remaining / voxels"
+    ),
+    "isbi_challenge": (
+        "with boundary probabilities: isbi_vrand / isbi_vinfo are the ISBI 2012 maxima over "
+        "thresholds 0.0:1.0:0.1 after border thinning (isbi2012_scores)"
+    ),
 }
 
 
@@ -141,11 +160,69 @@ def instance_metrics(
     }
 
 
+def geometric_metrics(
+    truth: ArrayLike,
+    prediction: ArrayLike | None = None,
+    *,
+    boundary_probabilities: ArrayLike | None = None,
+    spacing: SpacingLike = None,
+) -> dict[str, float]:
+    """The neighbourhood-based scores under their ``emseg evaluate --json`` keys.
+
+    Parameters
+    ----------
+    truth : (Y, X) or (Z, Y, X) ndarray of int
+        Ground truth; 0 = background (for ISBI 2012 data: 0 = membrane).
+    prediction : ndarray of int, same shape, optional
+        Predicted mask or labels. Gives ``hausdorff`` and ``hausdorff95``
+        (binary when both hold at most one nonzero label, else the mean over
+        IoU >= 0.5 matched objects) and, without `boundary_probabilities`,
+        ``warping_error`` of ``prediction != 0`` against ``truth != 0``.
+    boundary_probabilities : ndarray of float in [0, 1], same shape, optional
+        Membrane probability (1 = membrane). Gives ``warping_error`` of
+        ``1 - p > 0.5`` and the ISBI 2012 ``isbi_vrand`` / ``isbi_vinfo``
+        (maxima over thresholds after border thinning).
+    spacing : float or sequence of float, optional
+        Voxel size in nm for the distances.
+
+    Returns
+    -------
+    dict of str to float
+        Only the keys that the given inputs determine, among
+        ``warping_error, hausdorff, hausdorff95, isbi_vrand, isbi_vinfo``.
+    """
+    from emseg.metrics._hausdorff import hausdorff_distance, hausdorff_per_object
+    from emseg.metrics._isbi import isbi2012_scores
+    from emseg.metrics._warping import warping_error
+
+    t = np.asarray(truth)
+    out: dict[str, float] = {}
+    if prediction is not None:
+        p = np.asarray(prediction)
+        binary = all(np.unique(a[a != 0]).size <= 1 for a in (t, p))
+        if binary:
+            hd = hausdorff_distance(t, p, spacing=spacing)
+            out["hausdorff"], out["hausdorff95"] = hd.hausdorff, hd.hausdorff95
+        else:
+            obj = hausdorff_per_object(t, p, spacing=spacing)
+            out["hausdorff"], out["hausdorff95"] = obj.mean_hausdorff, obj.mean_hausdorff95
+        if boundary_probabilities is None:
+            out["warping_error"] = warping_error(t != 0, p != 0, classify=False).warping_error
+    if boundary_probabilities is not None:
+        b = np.asarray(boundary_probabilities)
+        interior = 1.0 - b.astype(np.float64) if b.dtype.kind == "f" else ~(b != 0)
+        out["warping_error"] = warping_error(t != 0, interior, classify=False).warping_error
+        isbi = isbi2012_scores(t, b)
+        out["isbi_vrand"], out["isbi_vinfo"] = isbi.v_rand, isbi.v_info
+    return out
+
+
 def evaluate_tables(
     *,
     overlap: OverlapTable | None = None,
     confusion: ConfusionMatrix | None = None,
     histogram: ProbabilityHistogram | None = None,
+    geometric: Mapping[str, float] | None = None,
 ) -> dict[str, Any]:
     """All scores computable from the given (possibly block-merged) tables.
 
@@ -157,14 +234,17 @@ def evaluate_tables(
         Gives the semantic scores (binary: foreground = nonzero classes).
     histogram : ProbabilityHistogram, optional
         Gives ``pixel_error`` (its thresholds are used as given).
+    geometric : mapping of str to float, optional
+        The output of :func:`geometric_metrics` (computed per volume, not
+        from tables): fills ``warping_error, hausdorff, hausdorff95`` and,
+        when present, replaces the table's ``isbi_vrand`` / ``isbi_vinfo``
+        with the ISBI 2012 threshold-sweep scores.
 
     Returns
     -------
     dict
         Every key of the ``emseg evaluate --json`` schema: a float, or None
-        when the needed table was not given (the geometric scores
-        ``warping_error, hausdorff, hausdorff95`` are always None here), plus
-        ``"conventions"``.
+        when the needed input was not given, plus ``"conventions"``.
     """
     keys = SEMANTIC_KEYS + NEURON_KEYS + GEOMETRIC_KEYS + INSTANCE_KEYS
     out: dict[str, Any] = dict.fromkeys(keys)
@@ -180,5 +260,13 @@ def evaluate_tables(
     if overlap is not None:
         out.update(neuron_metrics(overlap))
         out.update(instance_metrics(overlap))
+    if geometric is not None:
+        allowed = {*GEOMETRIC_KEYS, "isbi_vrand", "isbi_vinfo"}
+        unknown = set(geometric) - allowed
+        if unknown:
+            raise EmsegValueError(
+                f"`geometric` may only hold the keys {sorted(allowed)}; got {sorted(unknown)}."
+            )
+        out.update({k: float(v) for k, v in geometric.items()})
     out["conventions"] = dict(CONVENTIONS)
     return out
