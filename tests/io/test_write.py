@@ -496,3 +496,13 @@ def test_create_image_channels_and_unknown_spacing(tmp_path):
         create_image(
             tmp_path / "bad.zarr", shape=(4, 4), dtype=np.uint8, spacing=1, channel_names=["a"]
         )
+
+
+def test_boolean_mask_is_written_as_labels(tmp_path):
+    mask = np.zeros((8, 64, 64), bool)
+    mask[:, :40, :40] = True
+    out = write_image(mask, tmp_path / "m.zarr", spacing=(40, 4, 4), chunks=(8, 16, 16))
+    assert out.dtype == np.bool_
+    assert out.attrs["emseg"]["labels"] is True
+    lvl1 = open_image(tmp_path / "m.zarr", level=1)[...]
+    np.testing.assert_array_equal(lvl1, mask[:, ::2, ::2])  # blocks of 2 agree everywhere

@@ -549,6 +549,7 @@ def write_image(
     labels : bool, default False
         The data are labels: pyramid levels use the most frequent label
         (never a new id) instead of the mean, and the metadata say so.
+        Boolean images are always written as labels.
     overwrite : bool, default False
         Replace an existing `path`; the old output is removed only once the new
         one is complete.
@@ -599,6 +600,8 @@ def write_image(
     inp = _normalize_input(image, spacing=spacing, axes=axes, channel_names=channel_names)
     if labels:
         check_label_dtype(inp, name="image")
+    if inp.dtype == np.bool_:
+        labels = True  # a mask: pyramid levels by majority, never a mean
     if kind == "tiff":
         if pyramid and attrs is None:
             logger.debug("TIFF output: writing a single level (pyramids are OME-Zarr only)")
