@@ -171,6 +171,7 @@ def test_blockwise_to_ome_zarr(tmp_path, rng):
     assert back.axes == "cyx"
     assert back.shape == (3, 40, 48)
     assert back.spacing == (2.0, 2.0)
+    assert back.channel_names == tuple(feature_names(spec, 2))
     np.testing.assert_array_equal(back[:], compute_features(img, spacing=(2.0, 2.0), spec=spec))
 
 

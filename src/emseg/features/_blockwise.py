@@ -111,8 +111,6 @@ def prepare_channel_output(
     spatial = len(spacing)
     axes = ("c" if len(shape) > spatial else "") + "zyx"[3 - spatial :]
     attrs: dict[str, Any] = {"producer": str(params.get("job", "emseg"))}
-    if channel_names is not None:
-        attrs["channel_names"] = list(channel_names)
     arr = create_image(
         path,
         shape=shape,
@@ -123,6 +121,7 @@ def prepare_channel_output(
         labels=labels,
         overwrite=overwrite,
         attrs=attrs,
+        channel_names=list(channel_names) if channel_names is not None else None,
     )
     return prepare_output(
         arr,
