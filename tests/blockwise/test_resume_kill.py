@@ -114,7 +114,8 @@ def test_kill_and_resume_is_byte_identical(tmp_path, job, stage, at_least, n_blo
     assert zarr.open_array(str(killed / "0")).attrs["emseg"]["complete"] is False
     # without --resume the partial output is not touched
     r = _run(script, job, str(tmp_path / "in.zarr"), str(killed), "0")
-    assert r.returncode != 0 and "OutputExistsError" in r.stderr
+    assert r.returncode != 0
+    assert "OutputExistsError" in r.stderr
     r = _run(script, job, str(tmp_path / "in.zarr"), str(killed), "1")
     assert r.returncode == 0, r.stderr
     assert zarr.open_array(str(killed / "0")).attrs["emseg"]["complete"] is True

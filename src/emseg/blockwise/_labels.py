@@ -3,21 +3,22 @@
 :func:`label` runs three resumable passes over the volume:
 
 1. *components*: per block, ``cc3d.connected_components`` of the foreground
-   of the write region; local ids ``1..n`` are offset by ``block_id * budget``
-   (``budget`` = voxels per block) so that they are globally unique without
-   coordination, and written to a scratch zarr array (uint64). The block's
-   component count is its summary.
-2. *faces*: per block and per axis, the one-voxel slab on the block's lower
-   face and the facing slab of the neighbours (one voxel wider on every
-   in-plane side, so that diagonal neighbours across edges and corners are
-   seen) give the pairs of ids that touch under the requested
-   connectivity. Every pair of adjacent voxels in different blocks crosses
-   at least one block face, and is found by the block that holds its upper
-   voxel, so no connection is missed.
+   of the write region gives local ids ``1..n``; the global id of local id
+   ``i`` of block ``b`` is ``b * budget + i`` (``budget`` = voxels per block),
+   unique without coordination. The block keeps only its count (journal) and
+   its boundary planes (a small ``.npz`` in the journal's scratch folder).
+2. *faces*: per block and per axis, the block's first plane and the plane
+   just below it (assembled from the last planes of the neighbours below,
+   one voxel wider on every in-plane side, so that diagonal neighbours
+   across edges and corners are seen) give the pairs of ids that touch
+   under the requested connectivity. Every pair of adjacent voxels in
+   different blocks crosses at least one block face and is found by the
+   block that holds its upper voxel, so no connection is missed.
 3. *relabel*: the pairs form a graph whose connected components (scipy's
    ``csgraph.connected_components``) are the merged objects; each takes the
-   smallest of its ids, then ids are renumbered to consecutive ``1..N`` and
-   every block is rewritten from the scratch array into the output.
+   smallest of its ids, ids are renumbered to consecutive ``1..N``, and each
+   block recomputes its (deterministic) components and writes their final
+   ids. No uint64 scratch volume is written or read.
 
 Memory: pass 1 and 3 hold one block per worker; the merge holds the ids that
 touch a block face (bounded by the blocks' surface, not their volume) and
@@ -29,14 +30,23 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+import os
+import uuid
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from emseg._checks import check_label_dtype
 from emseg.blockwise._execute import SchedulerLike, describe_scheduler, open_backend, run_blocks
-from emseg.blockwise._geometry import Blocking, Roi, check_chunk_alignment, default_block_shape
+from emseg.blockwise._geometry import (
+    Block,
+    Blocking,
+    Roi,
+    check_chunk_alignment,
+    default_block_shape,
+)
 from emseg.blockwise._journal import Journal
 from emseg.blockwise._map import _normalize_inputs, map_blocks, read_block
 from emseg.blockwise._output import (
@@ -74,39 +84,49 @@ def foreground(data: np.ndarray, threshold: float | None) -> np.ndarray:
     return data > threshold
 
 
+def _block_components(
+    image: Any, block: Block, threshold: float | None, connectivity: int
+) -> tuple[np.ndarray, int]:
+    """cc3d of the block's foreground: local ids 1..n (deterministic, so passes 1 and 3 agree)."""
+    import cc3d
+
+    fg = foreground(read_block(image, block.write_roi), threshold)
+    labels, n = cc3d.connected_components(  # type: ignore[call-overload]
+        fg.astype(np.uint8, copy=False), connectivity=connectivity, return_N=True
+    )
+    return labels, int(n)
+
+
 class _ComponentsTask:
+    """Pass 1: count a block's components and keep its boundary planes (local ids)."""
+
     def __init__(
         self,
         image: Any,
-        scratch: Any,
+        faces: Path,
         blocking: Blocking,
         journal: Journal,
         threshold: float | None,
         connectivity: int,
     ) -> None:
         self.image = image
-        self.scratch = scratch
+        self.faces = faces
         self.blocking = blocking
         self.journal = journal
         self.threshold = threshold
         self.connectivity = connectivity
-        self.budget = math.prod(blocking.block_shape)
 
     def __call__(self, block_id: int) -> None:
-        import cc3d
-
         block = self.blocking[block_id]
-        fg = foreground(read_block(self.image, block.write_roi), self.threshold)
-        labels, n = cc3d.connected_components(  # type: ignore[call-overload]
-            fg.astype(np.uint8, copy=False),
-            connectivity=self.connectivity,
-            return_N=True,
-            out_dtype=np.uint64,
-        )
-        labels = np.asarray(labels, dtype=np.uint64)
-        if n:
-            labels[labels > 0] += np.uint64(block_id * self.budget)
-        self.scratch[block.write_roi.to_slices()] = labels
+        labels, n = _block_components(self.image, block, self.threshold, self.connectivity)
+        planes = {}
+        for axis in range(labels.ndim):
+            planes[f"first{axis}"] = np.take(labels, 0, axis=axis)
+            planes[f"last{axis}"] = np.take(labels, -1, axis=axis)
+        tmp = self.faces / f".{block_id}.{uuid.uuid4().hex}.npz"
+        with open(tmp, "wb") as f:
+            np.savez(f, **planes)
+        os.replace(tmp, self.faces / f"{block_id}.npz")
         self.journal.mark_done("components", block_id, np.int64(n))
 
 
@@ -118,44 +138,67 @@ def _plane_offsets(n_inplane: int, max_diagonal: int) -> list[tuple[int, ...]]:
     ]
 
 
+def _drop(roi: Roi, axis: int) -> Roi:
+    return Roi(roi.begin[:axis] + roi.begin[axis + 1 :], roi.shape[:axis] + roi.shape[axis + 1 :])
+
+
 class _FacesTask:
+    """Pass 2: the id pairs that touch across the block's lower faces (global ids)."""
+
     def __init__(
-        self, scratch: Any, blocking: Blocking, journal: Journal, connectivity: int
+        self, faces: Path, blocking: Blocking, journal: Journal, connectivity: int
     ) -> None:
-        self.scratch = scratch
+        self.faces = faces
         self.blocking = blocking
         self.journal = journal
         ndim = blocking.ndim
         self.offsets = _plane_offsets(ndim - 1, _CONNECTIVITY[ndim][connectivity])
+        self.budget = math.prod(blocking.block_shape)
+
+    def _plane(self, block_id: int, key: str) -> np.ndarray:
+        with np.load(self.faces / f"{block_id}.npz") as f:
+            plane = f[key].astype(np.uint64)
+        plane[plane > 0] += np.uint64(block_id * self.budget)
+        return plane
+
+    def _lower_plane(self, block: Block, axis: int) -> tuple[np.ndarray, Roi]:
+        """The plane just below the block along `axis`, one voxel wider in-plane."""
+        w = block.write_roi
+        grown = _drop(w.grow(1), axis).intersect(_drop(self.blocking.volume, axis))
+        lower = np.zeros(grown.shape, dtype=np.uint64)
+        pos = block.position
+        ranges = [
+            [pos[a] - 1] if a == axis else [p for p in (pos[a] - 1, pos[a], pos[a] + 1)]
+            for a in range(w.ndim)
+        ]
+        for q in itertools.product(*ranges):
+            if any(not 0 <= x < g for x, g in zip(q, self.blocking.grid_shape, strict=True)):
+                continue
+            nb = self.blocking[self.blocking.block_id(q)]
+            nroi = _drop(nb.write_roi, axis)
+            part = nroi.intersect(grown)
+            if part.empty:
+                continue
+            plane = self._plane(nb.block_id, f"last{axis}")
+            lower[part.relative_to(grown)] = plane[part.relative_to(nroi)]
+        return lower, grown
 
     def __call__(self, block_id: int) -> None:
         block = self.blocking[block_id]
         w = block.write_roi
-        ndim = w.ndim
         found = []
-        for axis in range(ndim):
-            c = w.begin[axis]
-            if c == 0:
+        for axis in range(w.ndim):
+            if block.position[axis] == 0:
                 continue
-            upper = Roi(
-                tuple(c if a == axis else w.begin[a] for a in range(ndim)),
-                tuple(1 if a == axis else w.shape[a] for a in range(ndim)),
-            )
-            grown = w.grow(tuple(0 if a == axis else 1 for a in range(ndim)))
-            lower = Roi(
-                tuple(c - 1 if a == axis else grown.begin[a] for a in range(ndim)),
-                tuple(1 if a == axis else grown.shape[a] for a in range(ndim)),
-            ).intersect(self.blocking.volume)
-            up = np.take(read_block(self.scratch, upper), 0, axis=axis)
-            lo = np.take(read_block(self.scratch, lower), 0, axis=axis)
-            inplane = [a for a in range(ndim) if a != axis]
-            shift = [w.begin[a] - lower.begin[a] for a in inplane]  # 0 or 1
+            up = self._plane(block_id, f"first{axis}")
+            lo, grown = self._lower_plane(block, axis)
+            inplane = _drop(w, axis)
+            shift = [b - g for b, g in zip(inplane.begin, grown.begin, strict=True)]  # 0 or 1
             for d in self.offsets:
                 su, sl = [], []
                 for k, dk in enumerate(d):
-                    n_up, n_lo = up.shape[k], lo.shape[k]
                     o = dk + shift[k]
-                    q0, q1 = max(0, -o), min(n_up, n_lo - o)
+                    q0, q1 = max(0, -o), min(up.shape[k], lo.shape[k] - o)
                     if q1 <= q0:
                         break
                     su.append(slice(q0, q1))
@@ -171,21 +214,27 @@ class _FacesTask:
 
 
 class _RelabelTask:
+    """Pass 3: recompute the block's components and write their final ids."""
+
     def __init__(
         self,
-        scratch: Any,
+        image: Any,
         out: Any,
         blocking: Blocking,
         journal: Journal,
+        threshold: float | None,
+        connectivity: int,
         counts: np.ndarray,
         nodes: np.ndarray,
         roots: np.ndarray,
         removed: np.ndarray,
     ) -> None:
-        self.scratch = scratch
+        self.image = image
         self.out = out
         self.blocking = blocking
         self.journal = journal
+        self.threshold = threshold
+        self.connectivity = connectivity
         self.counts = counts
         self.prefix = np.concatenate([[0], np.cumsum(counts, dtype=np.uint64)[:-1]]).astype(
             np.uint64
@@ -196,7 +245,7 @@ class _RelabelTask:
         self.budget = np.uint64(math.prod(blocking.block_shape))
 
     def final_ids(self, ids: np.ndarray) -> np.ndarray:
-        """Consecutive final ids of global scratch ids (> 0)."""
+        """Consecutive final ids of global ids (> 0)."""
         r = ids.copy()
         if self.nodes.size:
             idx = np.searchsorted(self.nodes, ids).clip(max=self.nodes.size - 1)
@@ -209,15 +258,17 @@ class _RelabelTask:
 
     def __call__(self, block_id: int) -> None:
         block = self.blocking[block_id]
-        data = read_block(self.scratch, block.write_roi)
-        n = int(self.counts[block_id])
+        labels, n = _block_components(self.image, block, self.threshold, self.connectivity)
+        if n != int(self.counts[block_id]):
+            raise EmsegValueError(
+                f"block {block_id} of the input changed while labelling ({n} components now, "
+                f"{int(self.counts[block_id])} before). Rerun with overwrite=True."
+            )
         offset = np.uint64(block_id) * self.budget
         lut = np.zeros(n + 1, dtype=np.uint64)
         if n:
             lut[1:] = self.final_ids(offset + np.arange(1, n + 1, dtype=np.uint64))
-            local = np.where(data > 0, data - offset, np.uint64(0))
-            data = lut[local]
-        self.out[block.write_roi.to_slices()] = data
+        self.out[block.write_roi.to_slices()] = lut[labels]
         self.journal.mark_done("relabel", block_id)
 
 
@@ -338,7 +389,8 @@ def label(
         if output.journal.complete:
             return output.array
         journal = output.journal
-        scratch = _scratch_array(journal, shape, out_chunks, resume=output.resuming)
+        faces = journal.scratch("faces")
+        faces.mkdir(exist_ok=True)
         n_blocks = len(blocking)
 
         def todo(stage: str) -> list[int]:
@@ -346,14 +398,14 @@ def label(
             return [i for i in range(n_blocks) if i not in done]
 
         run_blocks(
-            _ComponentsTask(img, scratch, blocking, journal, threshold, conn),
+            _ComponentsTask(img, faces, blocking, journal, threshold, conn),
             todo("components"),
             backend,
             progress=progress,
             desc="label 1/3 components",
         )
         run_blocks(
-            _FacesTask(scratch, blocking, journal, conn),
+            _FacesTask(faces, blocking, journal, conn),
             todo("faces"),
             backend,
             progress=progress,
@@ -368,7 +420,9 @@ def label(
         n_labels = int(counts.sum()) - int(removed.size)
         log.info("label: %d objects (%d merged across blocks)", n_labels, removed.size)
         run_blocks(
-            _RelabelTask(scratch, output.array, blocking, journal, counts, nodes, roots, removed),
+            _RelabelTask(
+                img, output.array, blocking, journal, threshold, conn, counts, nodes, roots, removed
+            ),
             todo("relabel"),
             backend,
             progress=progress,
@@ -379,24 +433,6 @@ def label(
     attrs["n_labels"] = n_labels
     output.array.attrs["emseg"] = attrs
     return output.array
-
-
-def _scratch_array(
-    journal: Journal, shape: tuple[int, ...], chunks: Sequence[int], *, resume: bool
-) -> Any:
-    import zarr
-
-    path = journal.scratch("components.zarr")
-    if resume and (path / "zarr.json").exists():
-        return zarr.open_array(str(path), mode="r+")
-    return zarr.create_array(
-        store=str(path),
-        shape=shape,
-        dtype=np.uint64,
-        chunks=tuple(chunks),
-        fill_value=0,
-        overwrite=True,
-    )
 
 
 class _Remap:
