@@ -1,0 +1,221 @@
+"""Blockwise engine: Gaussian filter and connected components on a 512^3 uint8 zarr volume.
+
+Side by side in one run:
+
+- Gaussian sigma = 2 voxels (halo 8), zarr -> zarr, float32 math and float32
+  output, blocks 128^3 made of 64^3 chunks: emseg on 1 thread, on 2 threads,
+  on a distributed LocalCluster with 2 processes (cluster started before the
+  timing), against ``scipy.ndimage.gaussian_filter`` in memory on 1 thread
+  (filter only, no I/O) and against ``dask.array.map_overlap`` (from_zarr ->
+  to_zarr, 2 threads).
+- Out-of-core connected components (26-connectivity, uint64 output) against
+  ``cc3d.connected_components`` in memory; the peak RSS of the blockwise job
+  (measured in a child process) as a fraction of the volume.
+
+The CPU is shared with other work, so the numbers are indicative. Run
+``python benchmarks/bench_blockwise.py [--size N]``; writes
+``bench_output/blockwise.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+SIGMA = 2.0
+BLOCK = (128, 128, 128)
+CHUNKS = (64, 64, 64)
+
+
+def _make_input(path: Path, n: int) -> None:
+    """A smooth random uint8 volume (blobs), written slab by slab."""
+    import zarr
+    from scipy import ndimage
+
+    arr = zarr.create_array(store=str(path), shape=(n, n, n), dtype="u1", chunks=CHUNKS)
+    rng = np.random.default_rng(0)
+    for z in range(0, n, CHUNKS[0]):
+        slab = rng.random((CHUNKS[0], n, n), dtype=np.float32)
+        slab = ndimage.gaussian_filter(slab, 3.0)
+        lo, hi = slab.min(), slab.max()
+        arr[z : z + CHUNKS[0]] = ((slab - lo) / (hi - lo) * 255).astype(np.uint8)
+
+
+def _timed(fn) -> tuple[float, object]:
+    start = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - start, result
+
+
+def _label_child(src: str, out: str) -> None:
+    """Run in a child process: label blockwise and report time and peak RSS."""
+    import psutil
+    import zarr
+
+    from emseg.blockwise import label
+
+    image = zarr.open_array(src, mode="r")
+    baseline = psutil.Process().memory_info().rss
+    t, _ = _timed(
+        lambda: label(
+            image,
+            out=out,
+            threshold=127,
+            connectivity=26,
+            block_shape=BLOCK,
+            chunks=CHUNKS,
+            n_workers=2,
+            progress=False,
+        )
+    )
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(json.dumps({"seconds": t, "peak_rss": peak, "baseline_rss": baseline}))
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--size", type=int, default=512, help="edge of the cubic volume")
+    parser.add_argument("--label-child", nargs=2, metavar=("SRC", "OUT"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.label_child:
+        _label_child(*args.label_child)
+        return {}
+
+    import cc3d
+    import dask
+    import dask.array as da
+    import zarr
+    from distributed import Client, LocalCluster
+    from scipy import ndimage
+
+    from emseg.blockwise import gaussian_filter
+
+    n = args.size
+    rows: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory(prefix="emseg-bench-") as tmp:
+        tmpd = Path(tmp)
+        src = tmpd / "in.zarr"
+        _make_input(src, n)
+        image = zarr.open_array(str(src), mode="r")
+        nbytes = n**3
+
+        # -- Gaussian --------------------------------------------------------
+        data = image[:]
+        start = time.perf_counter()
+        ref = ndimage.gaussian_filter(data.astype(np.float32), SIGMA, output=np.float32)
+        t_scipy = time.perf_counter() - start
+        rows["gaussian scipy in memory, 1 thread (no I/O)"] = {"seconds": t_scipy}
+        del data
+
+        def emseg_gauss(name: str, **kw) -> float:
+            t, out = _timed(
+                lambda: gaussian_filter(
+                    image,
+                    sigma=SIGMA,
+                    unit="voxel",
+                    out=tmpd / f"{name}.zarr",
+                    block_shape=BLOCK,
+                    chunks=CHUNKS,
+                    progress=False,
+                    **kw,
+                )
+            )
+            assert np.array_equal(out[:64], ref[:64]), f"{name}: result differs from scipy"
+            return t
+
+        t1 = emseg_gauss("serial", scheduler="serial")
+        rows["gaussian emseg zarr->zarr, 1 thread"] = {"seconds": t1}
+        t2 = emseg_gauss("threads", n_workers=2)
+        rows["gaussian emseg zarr->zarr, 2 threads"] = {
+            "seconds": t2,
+            "parallel_efficiency_vs_scipy": t_scipy / (2 * t2),
+            "parallel_efficiency_vs_emseg_1": t1 / (2 * t2),
+        }
+        with (
+            LocalCluster(
+                n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+            ) as cluster,
+            Client(cluster, set_as_default=False) as client,
+        ):
+            td = emseg_gauss("distributed", scheduler=client)
+        rows["gaussian emseg zarr->zarr, LocalCluster 2 processes"] = {
+            "seconds": td,
+            "ratio_to_2_threads": td / t2,
+        }
+
+        def dask_overlap() -> None:
+            x = da.from_zarr(str(src)).rechunk(BLOCK)
+            y = x.map_overlap(
+                lambda b: ndimage.gaussian_filter(b.astype(np.float32), SIGMA),
+                depth=8,
+                boundary="reflect",
+                dtype=np.float32,
+            )
+            y.rechunk(CHUNKS).to_zarr(str(tmpd / "dask.zarr"), overwrite=True)
+
+        with dask.config.set(scheduler="threads", num_workers=2):
+            t_dask, _ = _timed(dask_overlap)
+        rows["gaussian dask.array.map_overlap zarr->zarr, 2 threads"] = {"seconds": t_dask}
+
+        # -- connected components --------------------------------------------
+        fg = image[:] > 127
+        start = time.perf_counter()
+        ref_labels = cc3d.connected_components(fg, connectivity=26)
+        t_cc3d = time.perf_counter() - start
+        n_ref = int(ref_labels.max())
+        del fg, ref_labels
+        rows["label cc3d in memory (no I/O)"] = {"seconds": t_cc3d, "objects": n_ref}
+        out = tmpd / "labels.zarr"
+        child = subprocess.run(
+            [sys.executable, __file__, "--label-child", str(src), str(out)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        m = json.loads(child.stdout.strip().splitlines()[-1])
+        n_ours = zarr.open_array(str(out / "0"), mode="r").attrs["emseg"]["n_labels"]
+        rows["label emseg blockwise zarr->zarr, 2 threads"] = {
+            "seconds": m["seconds"],
+            "ratio_to_cc3d": m["seconds"] / t_cc3d,
+            "objects": n_ours,
+            "peak_rss_mib": m["peak_rss"] / 2**20,
+            "peak_rss_fraction_of_volume": m["peak_rss"] / nbytes,
+            "rss_growth_fraction_of_volume": (m["peak_rss"] - m["baseline_rss"]) / nbytes,
+        }
+        assert n_ours == n_ref, "blockwise label count differs from cc3d"
+
+    result = {
+        "volume": [n, n, n],
+        "dtype": "uint8",
+        "block_shape": list(BLOCK),
+        "chunks": list(CHUNKS),
+        "sigma_voxels": SIGMA,
+        "cpu_count": os.cpu_count(),
+        "note": "shared CPU: indicative numbers",
+        "rows": rows,
+    }
+    print(f"blockwise benchmark, {n}^3 uint8, blocks {BLOCK}, chunks {CHUNKS}")
+    print(f"{'case':<58}{'seconds':>9}  extra")
+    for name, row in rows.items():
+        extra = ", ".join(
+            f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}"
+            for k, v in row.items()
+            if k != "seconds"
+        )
+        print(f"{name:<58}{row['seconds']:>9.2f}  {extra}")
+    Path("bench_output").mkdir(exist_ok=True)
+    Path("bench_output/blockwise.json").write_text(json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    main()
