@@ -126,7 +126,7 @@ def test_tiff_is_ome_with_physical_size_in_nm(tmp_path, rng):
 
 
 def test_tiff_tiled_path_for_large_pages(tmp_path, rng, monkeypatch):
-    import emseg.io._write as w
+    import emseg.io._write_tiff as w
 
     monkeypatch.setattr(w, "_TIFF_TILE_ABOVE", 100)  # force tiles on a small image
     data = rng.integers(0, 255, (3, 1100, 1030), dtype=np.uint8)
@@ -405,7 +405,7 @@ def test_existing_output_is_an_error_before_any_work(tmp_path, rng):
 
 @pytest.mark.parametrize("suffix", ["zarr", "tif"])
 def test_exception_midway_leaves_no_output(tmp_path, rng, suffix, monkeypatch):
-    import emseg.io._write as w
+    import emseg.io._write_tiff as w
 
     monkeypatch.setattr(w, "_TIFF_READ_BYTES", 1)  # TIFF: one page per read
     data = rng.integers(0, 255, (16, 64, 64), dtype=np.uint8)

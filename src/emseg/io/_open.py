@@ -36,7 +36,7 @@ class FormatSpec:
 
     def load(self) -> Reader:
         module, func = self.reader.split(":")
-        return getattr(importlib.import_module(module), func)  # type: ignore[no-any-return]
+        return getattr(importlib.import_module(module), func)  # type: ignore[no-any-return,unused-ignore]
 
 
 FORMATS: dict[str, FormatSpec] = {
