@@ -45,9 +45,9 @@ METRIC_KEYS: tuple[str, ...] = SEMANTIC_KEYS + NEURON_KEYS + GEOMETRIC_KEYS + IN
 IN_MEMORY_LIMIT = 2**26
 
 _TASK_KEYS: dict[str, tuple[str, ...]] = {
-    "semantic": SEMANTIC_KEYS + ("warping_error", "hausdorff", "hausdorff95"),
+    "semantic": (*SEMANTIC_KEYS, "warping_error", "hausdorff", "hausdorff95"),
     "neuron": NEURON_KEYS,
-    "instance": INSTANCE_KEYS + ("hausdorff", "hausdorff95"),
+    "instance": (*INSTANCE_KEYS, "hausdorff", "hausdorff95"),
     "all": METRIC_KEYS,
 }
 _MAX_CLASSES = 1024
@@ -190,9 +190,7 @@ def _class_confusion(tab: OverlapTable, values: np.ndarray) -> ConfusionMatrix:
     return ConfusionMatrix(values, m)
 
 
-def _object_frame(
-    base: Any, moments: ObjectMoments, spacing: tuple[float, ...], ndim: int
-) -> Any:
+def _object_frame(base: Any, moments: ObjectMoments, spacing: tuple[float, ...], ndim: int) -> Any:
     """Join the split / merge table (metrics.object_tables) with boxes, centroids and shapes."""
     import pandas as pd
 

@@ -38,9 +38,7 @@ log = logging.getLogger(__name__)
 __all__ = ["hausdorff_pairs", "isbi_sweep", "streamed_warping_error"]
 
 
-def _box(
-    moments: ObjectMoments, label: int, ndim: int
-) -> tuple[np.ndarray, np.ndarray] | None:
+def _box(moments: ObjectMoments, label: int, ndim: int) -> tuple[np.ndarray, np.ndarray] | None:
     i = int(np.searchsorted(moments.ids, np.uint64(label)))
     if i >= moments.ids.size or int(moments.ids[i]) != label:
         return None

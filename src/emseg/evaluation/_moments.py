@@ -216,7 +216,7 @@ def morphology_table(
         unit = float(np.prod(sp))
         size = moments.count * unit
         diam = np.cbrt(6.0 * size / math.pi)
-        cov = moments.covariance(sp)
+        cov = moments.covariance(tuple(float(v) for v in sp))
     if cov.shape[0]:
         ev = np.linalg.eigvalsh(cov)[:, ::-1]
         elong = np.sqrt(ev[:, 0] / np.maximum(ev[:, 1], 1e-300))
@@ -227,5 +227,3 @@ def morphology_table(
         "equivalent_diameter_nm": diam,
         "elongation": elong,
     }
-
-
