@@ -32,22 +32,32 @@ def _predict_kernel(
     roots: np.ndarray,
     out: np.ndarray,
 ) -> None:  # pragma: no cover - numba
+    # samples in chunks, trees outer within a chunk: one tree's nodes stay in
+    # cache while a chunk of samples walks it; per sample the trees are still
+    # summed in order 0..T-1 (the same sum as scikit-learn's)
     n_trees = roots.shape[0]
     n_classes = value.shape[1]
-    for i in range(x.shape[0]):
-        for c in range(n_classes):
-            out[i, c] = 0.0
-        for t in range(n_trees):
-            node = roots[t]
-            while left[node] >= 0:
-                if x[i, feature[node]] <= threshold[node]:
-                    node = left[node]
-                else:
-                    node = right[node]
+    n = x.shape[0]
+    chunk = 2048
+    for start in range(0, n, chunk):
+        stop = min(n, start + chunk)
+        for i in range(start, stop):
             for c in range(n_classes):
-                out[i, c] += value[node, c]
-        for c in range(n_classes):
-            out[i, c] /= n_trees
+                out[i, c] = 0.0
+        for t in range(n_trees):
+            root = roots[t]
+            for i in range(start, stop):
+                node = root
+                while left[node] >= 0:
+                    if x[i, feature[node]] <= threshold[node]:
+                        node = left[node]
+                    else:
+                        node = right[node]
+                for c in range(n_classes):
+                    out[i, c] += value[node, c]
+        for i in range(start, stop):
+            for c in range(n_classes):
+                out[i, c] /= n_trees
 
 
 @dataclass(frozen=True, eq=False)
