@@ -10,7 +10,13 @@ and the geometric scores (computed per object box or per section at scale).
 splits and merges. See ``docs/metrics.md``.
 """
 
-from emseg.evaluation._errormaps import ERROR_CODES, error_codes, worst_sections, write_error_maps
+from emseg.evaluation._errormaps import (
+    ERROR_CODES,
+    ErrorCodeView,
+    error_codes,
+    worst_sections,
+    write_error_maps,
+)
 from emseg.evaluation._evaluate import (
     IN_MEMORY_LIMIT,
     METRIC_KEYS,
@@ -28,6 +34,7 @@ __all__ = [
     "METRIC_KEYS",
     "MORPHOLOGY_FEATURES",
     "TASKS",
+    "ErrorCodeView",
     "EvaluationResult",
     "ObjectMoments",
     "compare_distributions",

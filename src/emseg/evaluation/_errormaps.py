@@ -32,7 +32,7 @@ import numpy as np
 from emseg.evaluation._tables import prepare_labels
 from emseg.metrics import OverlapTable, object_tables
 
-__all__ = ["ERROR_CODES", "error_codes", "worst_sections", "write_error_maps"]
+__all__ = ["ERROR_CODES", "ErrorCodeView", "error_codes", "worst_sections", "write_error_maps"]
 
 #: Code -> name of the error-map values.
 ERROR_CODES: dict[int, str] = {
@@ -176,3 +176,36 @@ def _section_info(z: int, sec: np.ndarray) -> dict[str, Any]:
         "errors": int(counts[2:].sum()),
         "counts": {ERROR_CODES[k]: int(counts[k]) for k in ERROR_CODES},
     }
+
+
+class ErrorCodeView:
+    """A lazy error map: sections of codes computed on access from truth and prediction.
+
+    Lets the report find and draw the worst sections without writing the
+    map; ``view[z]`` reads section ``z`` of both inputs only.
+    """
+
+    def __init__(
+        self,
+        truth: Any,
+        prediction: Any,
+        *,
+        overlap: OverlapTable,
+        truth_threshold: float | None = None,
+        pred_threshold: float | None = None,
+    ) -> None:
+        self.truth = truth
+        self.prediction = prediction
+        self.shape = tuple(int(s) for s in truth.shape)
+        self.dtype = np.dtype(np.uint8)
+        self._lookup = _best_lookup(overlap)
+        self._thresholds = (truth_threshold, pred_threshold)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        return error_codes(
+            np.asarray(self.truth[key]),
+            np.asarray(self.prediction[key]),
+            lookup=self._lookup,
+            truth_threshold=self._thresholds[0],
+            pred_threshold=self._thresholds[1],
+        )
