@@ -1,0 +1,446 @@
+"""Tiled prediction with Gaussian blending, in memory and blockwise (zarr -> zarr).
+
+Both paths run the same function, :func:`predict_box`, which predicts the
+global tiles (:mod:`._tiling`) that touch a box and blends them into it. In
+memory the box is the whole volume; blockwise it is each block's write
+region, whose read region is the union of those tiles (at most ``tile - 1``
+voxels of halo). Every voxel is therefore blended from the same tiles with
+the same weights in both paths: the blockwise result equals the in-memory one
+up to float rounding (batch composition and summation order).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from emseg._checks import check_choice
+from emseg.errors import EmsegValueError
+from emseg.semantic.deep._model import Model
+from emseg.semantic.deep._tiling import (
+    check_tile_shape,
+    gaussian_importance,
+    read_box,
+    tile_grid,
+    tiles_for_region,
+)
+
+log = logging.getLogger(__name__)
+
+OutputDtype = Literal["float16", "uint8", "float32"]
+Precision = Literal["fp32", "bf16"]
+
+
+def _lift(shape: Sequence[int]) -> tuple[int, ...]:
+    shape = tuple(int(s) for s in shape)
+    if len(shape) == 2:
+        return (1, *shape)
+    if len(shape) != 3:
+        raise EmsegValueError(f"`image` must be 2D (Y, X) or 3D (Z, Y, X); got shape {shape}.")
+    return shape
+
+
+def effective_tile(
+    model: Model, shape: Sequence[int], tile_shape: Sequence[int] | None
+) -> tuple[int, ...]:
+    """The (Z, Y, X) tile used on a volume of (lifted) `shape`.
+
+    Default: the training patch (x2 in y and x for 2D networks). A 2D network
+    has tile Z = 1. Each side is then reduced to the smallest multiple of the
+    network's divisor that covers the volume's side, so small volumes are not
+    padded more than needed. Depends only on the volume's shape (global).
+    """
+    div = model.network.plan.divisor
+    div3 = (1, *div) if model.dim == 2 else tuple(div)
+    if tile_shape is None:
+        ps = tuple(model.config.data.patch_shape)
+        ps = ps if len(ps) == 3 else (1, *ps)
+        tile = (1, 2 * ps[1], 2 * ps[2]) if model.dim == 2 else ps
+    else:
+        tile = tuple(int(t) for t in tile_shape)
+        if len(tile) == 2:
+            tile = (1, *tile)
+    if model.dim == 2 and tile[0] != 1:
+        raise EmsegValueError(
+            f"`tile_shape` of a 2D network must have Z = 1; got {tuple(tile_shape or ())}."
+        )
+    check_tile_shape(tile, div3)
+    return tuple(min(t, math.ceil(s / d) * d) for t, s, d in zip(tile, shape, div3, strict=True))
+
+
+class Predictor:
+    """Runs a model on batches of tiles (eval mode, no grad, optional bf16 / TTA)."""
+
+    def __init__(
+        self,
+        model: Model,
+        *,
+        batch_size: int = 4,
+        tta: bool = False,
+        precision: Precision = "fp32",
+        channels_last: bool = True,
+    ) -> None:
+        check_choice(precision, ("fp32", "bf16"), name="precision")
+        if batch_size < 1:
+            raise EmsegValueError(f"`batch_size` must be >= 1; got {batch_size}.")
+        self.model = model
+        self.net = model.network.eval()
+        self.batch_size = batch_size
+        self.tta = tta
+        self.precision = precision
+        self.channels_last = channels_last
+        self.device = next(self.net.parameters()).device
+        if channels_last:
+            fmt = torch.channels_last_3d if model.dim == 3 else torch.channels_last
+            self.net = self.net.to(memory_format=fmt)
+            self.fmt = fmt
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            x = x.contiguous(memory_format=self.fmt)
+        if self.precision == "bf16":
+            with torch.autocast(self.device.type, dtype=torch.bfloat16):
+                logits = self.net(x)
+        else:
+            logits = self.net(x)
+        return self.model.activation(logits)
+
+    def __call__(self, tiles: np.ndarray) -> np.ndarray:
+        """Probabilities of normalised tiles (B, Z, Y, X) -> (B, C, Z, Y, X) float32."""
+        x = torch.from_numpy(np.ascontiguousarray(tiles))[:, None].to(self.device)
+        if self.model.dim == 2:
+            x = x[:, :, 0]
+        spatial = tuple(range(2, x.ndim))
+        flips = [()]
+        if self.tta:
+            flips = [c for r in range(len(spatial) + 1) for c in itertools.combinations(spatial, r)]
+        with torch.inference_mode():
+            acc = None
+            for f in flips:
+                xi = torch.flip(x, f) if f else x
+                p = self._forward(xi)
+                p = torch.flip(p, f) if f else p
+                acc = p if acc is None else acc + p
+            assert acc is not None
+            out = (acc / len(flips)).float()
+        if self.model.dim == 2:
+            out = out[:, :, None]
+        return out.cpu().numpy()
+
+
+def predict_box(
+    predictor: Predictor,
+    image: Any,
+    *,
+    shape: tuple[int, ...],
+    begin: Sequence[int],
+    end: Sequence[int],
+    tile: tuple[int, ...],
+    overlap: float,
+) -> np.ndarray:
+    """Blended probabilities over the box ``[begin, end)`` of a (lifted, 3D) volume.
+
+    Parameters
+    ----------
+    predictor : Predictor
+    image : array-like of `shape` (Z, Y, X), or (Y, X) when ``shape[0] == 1``
+        Grey levels (normalised here with the model's intensity).
+    shape : (Z, Y, X)
+        The whole volume's shape (defines the global tile grid).
+    begin, end : (z, y, x)
+        The box to predict.
+    tile : (Z, Y, X)
+        From :func:`effective_tile`.
+
+    Returns
+    -------
+    (C, *box) ndarray of float32
+    """
+    grid = tile_grid(shape, tile, (0.0 if tile[0] == 1 else overlap, overlap, overlap))
+    tiles = tiles_for_region(grid, tile, begin, end)
+    rb, re = read_box(tiles, tile, shape)
+    sl = tuple(slice(a, b) for a, b in zip(rb, re, strict=True))
+    flat = len(image.shape) == 2
+    data = np.asarray(image[sl[1:]] if flat else image[sl])
+    if flat:
+        data = data[None]
+    data = predictor.model.intensity.apply(data)
+    pad = [(0, max(0, t - s)) for t, s in zip(tile, data.shape, strict=True)]
+    if any(b for _, b in pad):
+        data = np.pad(data, pad, mode="reflect" if min(data.shape) > 1 else "edge")
+    weight_full = gaussian_importance(tile)
+    box = tuple(e - b for b, e in zip(begin, end, strict=True))
+    n_out = len(predictor.model.output_names)
+    acc = np.zeros((n_out, *box), dtype=np.float32)
+    wsum = np.zeros(box, dtype=np.float32)
+    bs = predictor.batch_size
+    for i in range(0, len(tiles), bs):
+        chunk = tiles[i : i + bs]
+        batch = np.stack(
+            [
+                data[tuple(slice(s - r, s - r + t) for s, r, t in zip(st, rb, tile, strict=True))]
+                for st in chunk
+            ]
+        )
+        probs = predictor(batch)
+        for st, p in zip(chunk, probs, strict=True):
+            # intersection of the tile (cropped to the volume) with the box
+            lo = [max(s, b) for s, b in zip(st, begin, strict=True)]
+            hi = [min(s + t, e, n) for s, t, e, n in zip(st, tile, end, shape, strict=True)]
+            if any(h <= q for q, h in zip(lo, hi, strict=True)):
+                continue
+            src = tuple(slice(q - s, h - s) for q, h, s in zip(lo, hi, st, strict=True))
+            dst = tuple(slice(q - b, h - b) for q, h, b in zip(lo, hi, begin, strict=True))
+            w = weight_full[src]
+            acc[(slice(None), *dst)] += p[(slice(None), *src)] * w
+            wsum[dst] += w
+    return acc / wsum
+
+
+def predict_image(
+    model: Model,
+    image: Any,
+    *,
+    tile_shape: Sequence[int] | None = None,
+    overlap: float = 0.25,
+    batch_size: int = 4,
+    tta: bool = False,
+    precision: Precision = "fp32",
+    channels_last: bool = True,
+) -> np.ndarray:
+    """Probabilities of a whole image in memory, by blended tiles.
+
+    Parameters
+    ----------
+    model : Model
+    image : (Z, Y, X) or (Y, X) array-like
+        Raw grey levels; the model's recorded normalisation is applied.
+    tile_shape : (Z, Y, X) or (Y, X), optional
+        See :func:`effective_tile` (multiples of the network's divisor).
+    overlap : float, default 0.25
+        Fraction of a tile shared with its neighbour (along z only for 3D nets).
+    batch_size : int, default 4
+        Tiles per forward pass.
+    tta : bool, default False
+        Average over all flips of the network's spatial axes (4 in 2D, 8 in 3D).
+    precision : {"fp32", "bf16"}
+        bf16 autocast (faster on CPUs with AVX512-BF16 / AMX; slightly less exact).
+    channels_last : bool, default True
+        Channels-last memory format (faster oneDNN convolutions).
+
+    Returns
+    -------
+    (C, Z, Y, X) or (C, Y, X) ndarray of float32
+        Per-output probabilities in [0, 1] (softmax over classes, or sigmoid).
+    """
+    shape = _lift(image.shape)
+    tile = effective_tile(model, shape, tile_shape)
+    pred = Predictor(
+        model, batch_size=batch_size, tta=tta, precision=precision, channels_last=channels_last
+    )
+    out = predict_box(
+        pred, image, shape=shape, begin=(0, 0, 0), end=shape, tile=tile, overlap=overlap
+    )
+    return out[:, 0] if len(image.shape) == 2 else out
+
+
+def class_map(probabilities: np.ndarray, *, head: str) -> np.ndarray:
+    """Class map (uint8) of probabilities: argmax (softmax: class index, 0 = first class);
+    sigmoid: 0 where every channel < 0.5, else argmax + 1."""
+    p = np.asarray(probabilities, dtype=np.float32)
+    if head == "softmax":
+        return np.argmax(p, axis=0).astype(np.uint8)
+    if head == "sigmoid":
+        return np.where(p.max(axis=0) >= 0.5, np.argmax(p, axis=0) + 1, 0).astype(np.uint8)
+    raise EmsegValueError(f"a class map needs a softmax or sigmoid head; the model's is {head!r}.")
+
+
+def encode(probabilities: np.ndarray, dtype: str) -> np.ndarray:
+    """float16, float32 or uint8 ``round(255 p)`` (``p = q / 255`` back)."""
+    if dtype == "uint8":
+        return np.rint(np.clip(probabilities, 0.0, 1.0) * 255.0).astype(np.uint8)
+    return probabilities.astype(dtype)
+
+
+class _TileTask:
+    """One block: predict the global tiles touching its write region, write probs (+ classes)."""
+
+    def __init__(
+        self,
+        predictor: Predictor,
+        image: Any,
+        outs: list[Any],
+        blocking: Any,
+        journal: Any,
+        shape: tuple[int, ...],
+        tile: tuple[int, ...],
+        overlap: float,
+        dtype: str,
+    ) -> None:
+        self.predictor, self.image, self.outs = predictor, image, outs
+        self.blocking, self.journal = blocking, journal
+        self.shape, self.tile, self.overlap, self.dtype = shape, tile, overlap, dtype
+
+    def __call__(self, block_id: int) -> None:
+        block = self.blocking[block_id]
+        roi = block.write_roi
+        flat = len(self.image.shape) == 2
+        begin = (0, *roi.begin) if flat else roi.begin
+        end = (1, *roi.end) if flat else roi.end
+        probs = predict_box(
+            self.predictor,
+            self.image,
+            shape=self.shape,
+            begin=begin,
+            end=end,
+            tile=self.tile,
+            overlap=self.overlap,
+        )
+        if flat:
+            probs = probs[:, 0]
+        write = roi.to_slices()
+        self.outs[0][(slice(None), *write)] = encode(probs, self.dtype)
+        if len(self.outs) > 1:
+            self.outs[1][write] = class_map(probs, head=self.predictor.model.head)
+        self.journal.mark_done("map", block_id)
+
+
+def predict_blockwise(
+    model: Model,
+    image: Any,
+    *,
+    out: Any = None,
+    class_map_out: Any = None,
+    dtype: OutputDtype = "float16",
+    tile_shape: Sequence[int] | None = None,
+    overlap: float = 0.25,
+    batch_size: int = 4,
+    tta: bool = False,
+    precision: Precision = "fp32",
+    channels_last: bool = True,
+    block_shape: int | Sequence[int] | None = None,
+    chunks: int | Sequence[int] | None = None,
+    n_workers: int = 1,
+    scheduler: Any = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> Any:
+    """Probabilities of a volume of any size, block by block, into OME-Zarr.
+
+    Equal to :func:`predict_image` up to float rounding (and the output
+    dtype's quantisation) for any block shape: each block predicts the global
+    tiles that touch it (see the module docstring).
+
+    Parameters
+    ----------
+    model : Model
+    image : (Z, Y, X) or (Y, X) array, zarr array, LazyImage or path
+    out : str, path or None
+        ``.ome.zarr`` output, axes ``czyx`` / ``cyx``, channel names = the
+        model's output names; None: in memory.
+    class_map_out : str, path or None
+        Also write the class map (uint8 label image, see :func:`class_map`).
+    dtype : {"float16", "uint8", "float32"}, default "float16"
+        float16 probabilities, or uint8 ``round(255 p)``.
+    tile_shape, overlap, batch_size, tta, precision, channels_last
+        As for :func:`predict_image`.
+    block_shape, chunks, n_workers, scheduler, resume, overwrite, progress
+        As for :func:`emseg.blockwise.map_blocks` (`chunks` spatial). Each
+        worker holds one block's read region (block + up to ``tile - 1`` per
+        side) and one batch of tiles.
+
+    Returns
+    -------
+    zarr.Array, shape (C, Z, Y, X) or (C, Y, X), dtype `dtype`
+    """
+    from emseg.blockwise import Blocking, check_chunk_alignment, default_block_shape
+    from emseg.blockwise._execute import open_backend, run_blocks
+    from emseg.blockwise._output import as_input, check_inputs, finish_output, input_spacing
+    from emseg.features._blockwise import _spatial_chunks, prepare_channel_output
+
+    check_choice(dtype, ("float16", "uint8", "float32"), name="dtype")
+    img = as_input(image)
+    shape = check_inputs([img], ["image"])
+    lifted = _lift(shape)
+    tile = effective_tile(model, lifted, tile_shape)
+    sp = input_spacing(img, None, len(shape))
+    spatial_chunks = _spatial_chunks(chunks, shape)
+    names = model.output_names
+    params = {
+        "job": "emseg.deep.predict",
+        "shape": list(shape),
+        "dtype": dtype,
+        "tile": list(tile),
+        "overlap": overlap,
+        "tta": tta,
+        "precision": precision,
+        "outputs": names,
+        "model": model.provenance.get("name", model.config.name),
+        "class_map": class_map_out is not None,
+    }
+    outputs = [
+        prepare_channel_output(
+            out,
+            shape=(len(names), *shape),
+            dtype=np.dtype(dtype),
+            chunks=(len(names), *spatial_chunks),
+            spacing=sp,
+            params=params,
+            resume=resume,
+            overwrite=overwrite,
+            channel_names=names,
+        )
+    ]
+    if class_map_out is not None:
+        if model.head not in ("softmax", "sigmoid"):
+            raise EmsegValueError(
+                f"`class_map_out` needs a softmax or sigmoid model; this one's head is {model.head!r}."
+            )
+        outputs.append(
+            prepare_channel_output(
+                class_map_out,
+                shape=shape,
+                dtype=np.uint8,
+                chunks=spatial_chunks,
+                spacing=sp,
+                params={**params, "job": "emseg.deep.class_map"},
+                resume=resume,
+                overwrite=overwrite,
+                labels=True,
+            )
+        )
+    if block_shape is None:
+        block_shape = default_block_shape(shape, spatial_chunks)
+    blocking = Blocking(shape, block_shape)
+    predictor = Predictor(
+        model, batch_size=batch_size, tta=tta, precision=precision, channels_last=channels_last
+    )
+    journal = outputs[0].journal
+    with open_backend(scheduler, n_workers) as backend:
+        check_chunk_alignment(blocking, spatial_chunks, parallel=backend.parallel)
+        if not journal.complete:
+            done = journal.done("map") if outputs[0].resuming else set()
+            todo = [i for i in range(len(blocking)) if i not in done]
+            task = _TileTask(
+                predictor,
+                img,
+                [o.array for o in outputs],
+                blocking,
+                journal,
+                lifted,
+                tile,
+                overlap,
+                dtype,
+            )
+            run_blocks(task, todo, backend, progress=progress, desc="predict")
+    for o in outputs[1:]:
+        finish_output(o, params)
+    finish_output(outputs[0], params)
+    return outputs[0].array

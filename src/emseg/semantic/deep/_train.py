@@ -1,0 +1,614 @@
+"""Training: AdamW, warm-up + cosine, validation with emseg.metrics, checkpoints, resume.
+
+Output folder of a run::
+
+    OUT/model.safetensors, OUT/config.json   the final model (best validation, else last)
+    OUT/log.csv, OUT/log.json, OUT/curves.png training log and curves
+    OUT/checkpoints/last/                    weights, optimiser (safetensors), state.json
+    OUT/checkpoints/best/                    the best model by validation
+
+``resume=True`` restores the last checkpoint exactly (weights, AdamW moments,
+scheduler, numpy and torch random states, step, log, early-stopping state),
+so a killed run continues as if it had never stopped. Nothing is pickled.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from emseg.errors import EmsegValueError, FormatError, OutputExistsError
+from emseg.semantic.deep._augment import augment_patch
+from emseg.semantic.deep._config import TrainConfig, from_dict
+from emseg.semantic.deep._data import (
+    PatchSampler,
+    class_positions,
+    estimate_intensity,
+    make_target,
+    map_classes,
+)
+from emseg.semantic.deep._infer import predict_image
+from emseg.semantic.deep._losses import downsample_target, segmentation_loss
+from emseg.semantic.deep._model import Model, init_from, load_tensors
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a training run produced.
+
+    Attributes
+    ----------
+    model : Model
+        The final model (best by validation when there is a validation split).
+    path : Path
+        The output folder.
+    step : int
+        Steps done.
+    best : dict of str to float
+        Validation scores of the final model (empty without validation).
+    history : list of dict
+        One row per logged step (``step``, ``lr``, ``loss``, ``val_*``).
+    precision : str
+        "fp32" or "bf16" (what ``precision: auto`` chose).
+    """
+
+    model: Model
+    path: Path
+    step: int
+    best: dict[str, float]
+    history: list[dict[str, float]]
+    precision: str
+
+
+def lr_factor(step: int, *, steps: int, warmup: int, min_ratio: float) -> float:
+    """Learning-rate multiplier: linear warm-up to 1, then cosine down to `min_ratio`.
+
+    Examples
+    --------
+    >>> lr_factor(0, steps=100, warmup=10, min_ratio=0.0)
+    0.1
+    >>> lr_factor(100, steps=100, warmup=10, min_ratio=0.0)
+    0.0
+    """
+    if warmup and step < warmup:
+        return (step + 1) / warmup
+    t = min(1.0, (step - warmup) / max(1, steps - warmup))
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * t))
+
+
+def _open(source: Any, spacing: Any) -> Any:
+    if isinstance(source, str | os.PathLike):
+        from emseg.io import open_image
+
+        return open_image(source, spacing=spacing)
+    return source
+
+
+def evaluate(
+    model: Model,
+    image: Any,
+    labels: Any,
+    *,
+    tile_shape: Any = None,
+    overlap: float = 0.25,
+    isbi: bool = False,
+    probabilities: np.ndarray | None = None,
+) -> dict[str, float]:
+    """Validation scores of `model` on (image, raw labels) with emseg's metrics.
+
+    Softmax models: ``accuracy``, ``iou`` (mean Jaccard of classes 1..K-1),
+    ``iou_<class>``, and with 2 classes ``pixel_error`` (ISBI 2012: class 1
+    is the foreground, probability ``1 - p0``). Other heads: ``iou`` (mean
+    over channels of the Jaccard of ``p >= 0.5`` against the target). With
+    `isbi`, also ``vrand`` and ``vinfo`` (ISBI 2012, border thinning; class 0
+    is the membrane).
+    """
+    from emseg.metrics import class_scores, confusion_matrix, isbi2012_scores, pixel_error
+
+    cfg = model.config
+    raw = np.asarray(labels[...])
+    probs = probabilities
+    if probs is None:
+        probs = predict_image(model, image, tile_shape=tile_shape, overlap=overlap)
+    scores: dict[str, float] = {}
+    if model.head == "softmax":
+        k = len(cfg.data.class_names)
+        cls = map_classes(raw, label_map=cfg.data.label_map, ignore_label=cfg.data.ignore_label)
+        valid = cls >= 0
+        pred = np.argmax(probs, axis=0)
+        cm = confusion_matrix(np.where(valid, cls, 0), pred, n_classes=k, mask=valid)
+        cs = class_scores(cm)
+        scores["accuracy"] = float(cs.accuracy)
+        for c, name in enumerate(cfg.data.class_names):
+            scores[f"iou_{name}"] = float(cs.jaccard[c])
+        fg = cs.jaccard[1:] if k > 1 else cs.jaccard
+        scores["iou"] = float(np.nanmean(fg)) if np.isfinite(fg).any() else float("nan")
+        if k == 2:
+            pe = pixel_error(cls == 1, 1.0 - probs[0], mask=valid)
+            scores["pixel_error"] = float(pe.pixel_error)
+        if isbi and k == 2:
+            truth = np.where(cls == 1, 1, 0)
+            isb = isbi2012_scores(truth, probs[0])
+            scores["vrand"] = float(isb.v_rand)
+            scores["vinfo"] = float(isb.v_info)
+    else:
+        target, mask = make_target(
+            raw if raw.ndim == 3 else raw[None],
+            head=model.head,
+            n_classes=len(cfg.data.class_names),
+            label_map=cfg.data.label_map,
+            ignore_label=cfg.data.ignore_label,
+            offsets=cfg.network.offsets,
+            spatial_ndim=cfg.network.dim,
+        )
+        p = probs if probs.ndim == target.ndim else probs[:, None]
+        ious = []
+        for c in range(target.shape[0]):
+            m = mask[c] > 0
+            t, q = target[c][m] > 0.5, p[c][m] >= 0.5
+            union = np.logical_or(t, q).sum()
+            ious.append(np.logical_and(t, q).sum() / union if union else np.nan)
+        scores["iou"] = float(np.nanmean(ious)) if np.isfinite(ious).any() else float("nan")
+    return scores
+
+
+class _Run:
+    """State of one training run (kept small; the loop is :func:`train`)."""
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        out: Path,
+        image: Any,
+        labels: Any,
+        val_image: Any,
+        val_labels: Any,
+    ) -> None:
+        self.cfg, self.out = config, out
+        d = config.data
+        self.image = _open(image if image is not None else d.image, d.spacing)
+        self.labels = _open(labels if labels is not None else d.labels, None)
+        if tuple(self.image.shape) != tuple(self.labels.shape):
+            raise EmsegValueError(
+                f"`data.image` and `data.labels` must have the same shape; got "
+                f"{tuple(self.image.shape)} and {tuple(self.labels.shape)}."
+            )
+        spacing = getattr(self.image, "spacing", None) or d.spacing
+        nd = len(self.image.shape)
+        self.spacing = tuple(float(s) for s in (spacing or (1.0,) * nd))
+        nz = self.image.shape[0] if nd == 3 else 1
+        self.train_z = d.train_z or (0, nz)
+        if self.train_z[1] > nz:
+            raise EmsegValueError(
+                f"config field `data.train_z` {self.train_z} exceeds the {nz} sections of the image."
+            )
+        vi = val_image if val_image is not None else d.val_image
+        vl = val_labels if val_labels is not None else d.val_labels
+        self.val_image = self.val_labels = None
+        if vi is not None and vl is not None:
+            self.val_image, self.val_labels = _open(vi, d.spacing), _open(vl, None)
+        elif d.val_z is not None:
+            z0, z1 = d.val_z
+            if nd != 3 or z1 > nz:
+                raise EmsegValueError(
+                    f"config field `data.val_z` {d.val_z} does not fit the image of shape "
+                    f"{tuple(self.image.shape)}."
+                )
+            if config.validation.max_sections:
+                z1 = min(z1, z0 + config.validation.max_sections)
+            self.val_image = np.asarray(self.image[z0:z1])
+            self.val_labels = np.asarray(self.labels[z0:z1])
+
+
+def _adamw_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    sd = opt.state_dict()
+    tensors = {}
+    for pid, st in sd["state"].items():
+        for k, v in st.items():
+            tensors[f"{pid}.{k}"] = torch.as_tensor(v).detach().clone().contiguous()
+    return tensors, {"param_groups": sd["param_groups"]}
+
+
+def _adamw_load(
+    opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict[str, Any]
+) -> None:
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, v in tensors.items():
+        pid, name = key.split(".", 1)
+        state.setdefault(int(pid), {})[name] = v
+    groups = [{**g, "betas": tuple(g["betas"])} for g in meta["param_groups"]]
+    opt.load_state_dict({"state": state, "param_groups": groups})
+
+
+def _rng_to_json(rng: np.random.Generator) -> dict[str, Any]:
+    return json.loads(json.dumps(rng.bit_generator.state, default=int))
+
+
+def _save_checkpoint(
+    path: Path,
+    model: Model,
+    opt: torch.optim.Optimizer,
+    sched: Any,
+    rng: np.random.Generator,
+    state: dict[str, Any],
+) -> None:
+    from safetensors.torch import save_file
+
+    tmp = path.with_name(path.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    model.save(tmp, overwrite=True)
+    tensors, meta = _adamw_tensors(opt)
+    tensors["torch_rng_state"] = torch.get_rng_state()
+    save_file(
+        tensors, str(tmp / "optimizer.safetensors"), metadata={"format": "emseg.deep.optimizer"}
+    )
+    sched_state = {k: v for k, v in sched.state_dict().items() if k != "lr_lambdas"}
+    full = {**state, "optimizer": meta, "scheduler": sched_state, "numpy_rng": _rng_to_json(rng)}
+    (tmp / "state.json").write_text(json.dumps(full, default=float))
+    if path.exists():
+        shutil.rmtree(path)
+    os.replace(tmp, path)
+
+
+def _write_logs(out: Path, history: list[dict[str, float]]) -> None:
+    keys: list[str] = []
+    for row in history:
+        keys += [k for k in row if k not in keys]
+    with open(out / "log.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=keys)
+        w.writeheader()
+        w.writerows(history)
+    (out / "log.json").write_text(json.dumps(history, indent=1))
+
+
+def plot_curves(history: list[dict[str, float]], path: str | os.PathLike[str]) -> None:
+    """Loss and validation curves as a PNG (matplotlib Agg)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(1, 2, figsize=(10, 4))
+    steps = [r["step"] for r in history if "loss" in r]
+    ax[0].plot(steps, [r["loss"] for r in history if "loss" in r])
+    ax[0].set(xlabel="step", ylabel="training loss", yscale="log")
+    val_keys = sorted({k for r in history for k in r if k.startswith("val_")})
+    for k in val_keys:
+        pts = [(r["step"], r[k]) for r in history if k in r]
+        ax[1].plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=k[4:])
+    ax[1].set(xlabel="step", ylabel="validation")
+    if val_keys:
+        ax[1].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def _batch(
+    run: _Run, sampler: PatchSampler, rng: np.random.Generator, model: Model
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    cfg = run.cfg
+    xs, ts, ms = [], [], []
+    for _ in range(cfg.data.batch_size):
+        for _attempt in range(10):
+            img, raw, _ = sampler.sample(rng)
+            img = model.intensity.apply(img)
+            img, raw = augment_patch(img, raw, config=cfg.augment, rng=rng)
+            t, m = make_target(
+                raw,
+                head=cfg.network.head,
+                n_classes=len(cfg.data.class_names),
+                label_map=cfg.data.label_map,
+                ignore_label=cfg.data.ignore_label,
+                offsets=cfg.network.offsets,
+                spatial_ndim=cfg.network.dim,
+            )
+            if m.any():
+                break
+        xs.append(img)
+        ts.append(t)
+        ms.append(m)
+    x = torch.from_numpy(np.stack(xs))[:, None]
+    t = torch.from_numpy(np.stack(ts))
+    m = torch.from_numpy(np.stack(ms).astype(np.float32))
+    if cfg.network.dim == 2:  # drop the z axis of (1, Y, X) patches
+        x = x[:, :, 0]
+        t = t[..., 0, :, :]
+        m = m[..., 0, :, :]
+    return x, t, m
+
+
+def _loss(
+    model: Model, x: torch.Tensor, t: torch.Tensor, m: torch.Tensor, bf16: bool
+) -> torch.Tensor:
+    cfg = model.config
+    net = model.network
+    ctx = (
+        torch.autocast("cpu", dtype=torch.bfloat16)
+        if bf16
+        else torch.autocast("cpu", enabled=False)
+    )
+    with ctx:
+        outs = net.forward_deep(x) if cfg.network.deep_supervision else [net(x)]
+    softmax = cfg.network.head == "softmax"
+    total = torch.zeros(())
+    weights = cfg.loss.deep_supervision_weights
+    for i, o in enumerate(outs):
+        ti, mi = (t, m) if i == 0 else downsample_target(t, m, o.shape[2:], softmax=softmax)
+        w = weights[i] if i < len(weights) else 0.0
+        if w:
+            total = total + w * segmentation_loss(
+                o,
+                ti,
+                mi,
+                kind=cfg.loss.kind,
+                dice_weight=cfg.loss.dice_weight,
+                class_weights=cfg.loss.class_weights,
+            )
+    return total
+
+
+def choose_precision(
+    model: Model, x: torch.Tensor, t: torch.Tensor, m: torch.Tensor, *, repeats: int = 2
+) -> tuple[str, dict[str, float]]:
+    """Time forward + backward in fp32 and bf16 on one batch; the faster one and the timings."""
+    timings = {}
+    for name in ("fp32", "bf16"):
+        best = math.inf
+        for _ in range(repeats + 1):
+            t0 = time.perf_counter()
+            _loss(model, x, t, m, name == "bf16").backward()
+            best = min(best, time.perf_counter() - t0)
+        model.network.zero_grad(set_to_none=True)
+        timings[name] = best
+    return min(timings, key=lambda k: timings[k]), timings
+
+
+def train(
+    config: TrainConfig,
+    out: str | os.PathLike[str],
+    *,
+    image: Any = None,
+    labels: Any = None,
+    val_image: Any = None,
+    val_labels: Any = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    stop_after: int | None = None,
+) -> TrainResult:
+    """Train a U-Net as `config` says and save it in folder `out`.
+
+    Parameters
+    ----------
+    config : TrainConfig
+    out : path
+        Output folder (see the module docstring).
+    image, labels, val_image, val_labels : array-like or path, optional
+        Override ``config.data``'s paths (e.g. arrays in tests).
+    resume : bool
+        Continue from ``out/checkpoints/last`` (refused if the config differs).
+    overwrite : bool
+        Replace an existing `out`.
+    progress : bool
+        tqdm progress bar with loss, learning rate and ETA.
+    stop_after : int, optional
+        Stop (after checkpointing) once this step is reached, as a killed
+        run would; for tests and time-boxed runs.
+
+    Returns
+    -------
+    TrainResult
+    """
+    from tqdm.auto import tqdm
+
+    out_p = Path(out)
+    last = out_p / "checkpoints" / "last"
+    if out_p.exists() and any(out_p.iterdir()) and not (resume or overwrite):
+        raise OutputExistsError(
+            f"the training folder {str(out_p)!r} exists; pass resume (continue) or overwrite."
+        )
+    if resume and not (last / "state.json").is_file():
+        raise EmsegValueError(f"`resume`: no checkpoint in {str(last)!r} to resume from.")
+    if overwrite and not resume and out_p.exists():
+        shutil.rmtree(out_p)
+    out_p.mkdir(parents=True, exist_ok=True)
+    cfg = config
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    run = _Run(cfg, out_p, image, labels, val_image, val_labels)
+    d = cfg.data
+    intensity = estimate_intensity(
+        run.image, z_range=run.train_z if len(run.image.shape) == 3 else None, seed=cfg.seed
+    )
+    model = Model.create(cfg, spacing=run.spacing, intensity=intensity, seed=cfg.seed)
+    if cfg.init_from:
+        info = init_from(model, cfg.init_from, freeze_encoder=cfg.freeze_encoder)
+        model.provenance["init_from"] = {"source": cfg.init_from, **info}
+    positions = None
+    if d.foreground_fraction > 0:
+        positions = class_positions(
+            run.labels,
+            label_map=d.label_map,
+            ignore_label=d.ignore_label,
+            n_classes=len(d.class_names),
+            z_range=run.train_z if len(run.image.shape) == 3 else (0, 1),
+            samples_per_class=d.samples_per_class,
+            seed=cfg.seed,
+        )
+    sampler = PatchSampler(
+        run.image,
+        run.labels,
+        patch_shape=d.patch_shape,
+        z_range=run.train_z,
+        positions=positions,
+        foreground_fraction=d.foreground_fraction,
+    )
+    params = [p for p in model.network.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(
+        params,
+        lr=cfg.optimiser.lr,
+        betas=cfg.optimiser.betas,
+        weight_decay=cfg.optimiser.weight_decay,
+    )
+    s = cfg.schedule
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda k: lr_factor(k, steps=s.steps, warmup=s.warmup_steps, min_ratio=s.min_lr_ratio)
+    )
+    rng = np.random.default_rng(cfg.seed)
+    state: dict[str, Any] = {
+        "step": 0,
+        "best": None,
+        "best_scores": {},
+        "bad_evals": 0,
+        "history": [],
+        "precision": None,
+        "elapsed_s": 0.0,
+    }
+    if resume:
+        state = _restore(last, cfg, model, opt, sched, rng)
+    model.network.train()
+    precision = state["precision"]
+    if precision is None:
+        precision = cfg.precision
+        if precision == "auto":
+            x, t, m = _batch(run, sampler, np.random.default_rng(cfg.seed + 1), model)
+            precision, timings = choose_precision(model, x, t, m)
+            log.info(
+                "precision auto: %s (fp32 %.3fs, bf16 %.3fs per step)",
+                precision,
+                timings["fp32"],
+                timings["bf16"],
+            )
+            state["precision_timings"] = timings
+        state["precision"] = precision
+    model.provenance.update({"name": cfg.name, "precision": precision})
+    higher = cfg.validation.metric != "pixel_error"
+    history: list[dict[str, Any]] = state["history"]
+    t_start = time.perf_counter() - float(state.get("elapsed_s", 0.0))
+    bar = tqdm(
+        total=s.steps, initial=state["step"], disable=not progress, desc=cfg.name, unit="step"
+    )
+    stopped_early = False
+    step = state["step"]
+    try:
+        while step < s.steps:
+            x, t, m = _batch(run, sampler, rng, model)
+            opt.zero_grad(set_to_none=True)
+            loss = _loss(model, x, t, m, precision == "bf16")
+            loss.backward()
+            if cfg.optimiser.grad_clip:
+                torch.nn.utils.clip_grad_norm_(params, cfg.optimiser.grad_clip)
+            opt.step()
+            sched.step()
+            step += 1
+            row: dict[str, Any] = {
+                "step": step,
+                "lr": opt.param_groups[0]["lr"],
+                "loss": float(loss.detach()),
+            }
+            bar.update(1)
+            bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.2e}")
+            validate = run.val_image is not None and (
+                step % cfg.validation.every == 0 or step == s.steps
+            )
+            if validate:
+                model.network.eval()
+                scores = evaluate(
+                    model,
+                    run.val_image,
+                    run.val_labels,
+                    tile_shape=cfg.validation.tile_shape,
+                    overlap=cfg.validation.overlap,
+                )
+                model.network.train()
+                row.update({f"val_{k}": v for k, v in scores.items()})
+                value = scores.get(cfg.validation.metric, float("nan"))
+                better = state["best"] is None or (
+                    value > state["best"] if higher else value < state["best"]
+                )
+                if better and math.isfinite(value):
+                    state.update(best=value, best_scores=scores, best_step=step, bad_evals=0)
+                    model.provenance["validation"] = {"step": step, **scores}
+                    model.save(out_p / "checkpoints" / "best", overwrite=True)
+                else:
+                    state["bad_evals"] += 1
+                log.info("step %d: %s", step, ", ".join(f"{k}={v:.4f}" for k, v in scores.items()))
+            history.append(row)
+            state["step"] = step
+            stop_now = stop_after is not None and step >= stop_after
+            patience = cfg.validation.patience
+            if patience is not None and state["bad_evals"] >= patience:
+                stopped_early = stop_now = True
+                log.info(
+                    "early stopping at step %d (no improvement in %d validations)", step, patience
+                )
+            if step % cfg.checkpoint_every == 0 or step == s.steps or stop_now:
+                state["elapsed_s"] = time.perf_counter() - t_start
+                _save_checkpoint(last, model, opt, sched, rng, state)
+                _write_logs(out_p, history)
+            if stop_now:
+                break
+    finally:
+        bar.close()
+    _write_logs(out_p, history)
+    if history:
+        plot_curves(history, out_p / "curves.png")
+    finished = step >= s.steps or stopped_early
+    final = model
+    if (out_p / "checkpoints" / "best" / "model.safetensors").is_file() and finished:
+        final = Model.load(out_p / "checkpoints" / "best")
+    if finished:
+        final.provenance.update(
+            {
+                "steps": step,
+                "stopped_early": stopped_early,
+                "train_seconds": round(time.perf_counter() - t_start, 1),
+            }
+        )
+        final.save(out_p, overwrite=True)
+    return TrainResult(final, out_p, step, dict(state["best_scores"]), history, precision)
+
+
+def _restore(
+    last: Path,
+    cfg: TrainConfig,
+    model: Model,
+    opt: torch.optim.Optimizer,
+    sched: Any,
+    rng: np.random.Generator,
+) -> dict[str, Any]:
+    saved = Model.load(last)
+    if from_dict(TrainConfig, saved.config.to_dict()) != cfg:
+        raise EmsegValueError(
+            f"`resume`: the config differs from the checkpoint's in {str(last)!r}; resume with the "
+            "same config, or start a new run."
+        )
+    model.network.load_state_dict(saved.network.state_dict())
+    model.intensity = saved.intensity
+    model.provenance = dict(saved.provenance)
+    state = json.loads((last / "state.json").read_text())
+    tensors = load_tensors(last / "optimizer.safetensors")
+    torch_rng = tensors.pop("torch_rng_state", None)
+    if torch_rng is None:
+        raise FormatError(f"{str(last)!r}: optimizer.safetensors lacks the torch random state.")
+    torch.set_rng_state(torch_rng)
+    _adamw_load(opt, tensors, state.pop("optimizer"))
+    sched.load_state_dict({**state.pop("scheduler"), "lr_lambdas": [None]})
+    rng.bit_generator.state = state.pop("numpy_rng")
+    log.info("resumed from step %d", state["step"])
+    return state
