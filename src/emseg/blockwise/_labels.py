@@ -367,6 +367,7 @@ def label(
         "threshold": None if threshold is None else float(threshold),
         "connectivity": conn,
         "block_shape": list(blocking.block_shape),
+        "chunks": list(out_chunks),
     }
     with open_backend(scheduler, n_workers) as backend:
         check_chunk_alignment(blocking, out_chunks, parallel=backend.parallel)

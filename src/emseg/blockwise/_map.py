@@ -215,6 +215,7 @@ def map_blocks(
         block_shape = default_block_shape(shape, out_chunks)
     blocking = Blocking(shape, block_shape, halo=halo, roi=roi)
     job["block_shape"] = list(blocking.block_shape)
+    job["chunks"] = list(out_chunks)
     with open_backend(scheduler, n_workers) as backend:
         check_chunk_alignment(blocking, out_chunks, parallel=backend.parallel)
         if backend.kind == "distributed" and out is None:

@@ -149,6 +149,7 @@ class Output:
     array: Any
     journal: Journal
     resuming: bool  # a journal for these parameters exists: skip finished blocks
+    temporary: bool = False  # the journal lives in a temporary folder (no resume possible)
 
 
 def prepare_output(
@@ -194,7 +195,7 @@ def prepare_output(
         journal = temporary_journal()
         journal.start(params, resume=False)
         _mark(arr, False, params)
-        return Output(arr, journal, False)
+        return Output(arr, journal, False, temporary=True)
     if isinstance(out, str | os.PathLike):
         path = Path(out)
         journal = Journal(path / JOURNAL_NAME)
@@ -243,7 +244,7 @@ def prepare_output(
         )
     journal.start(params, resume=False)
     _mark(out, False, params)
-    return Output(out, journal, False)
+    return Output(out, journal, False, temporary=found is None)
 
 
 def _check_existing(arr: Any, shape: tuple[int, ...], dtype: np.dtype, name: str) -> None:
@@ -266,7 +267,11 @@ def _mark(arr: Any, complete: bool, params: dict[str, Any]) -> None:
 def finish_output(output: Output, params: dict[str, Any]) -> None:
     """Mark the output complete (attribute ``emseg.complete = true``) and close the journal."""
     _mark(output.array, True, params)
-    output.journal.finish()
+    if output.temporary:
+        output.journal.remove()
+        shutil.rmtree(output.journal.path.parent, ignore_errors=True)
+    else:
+        output.journal.finish()
 
 
 def is_complete(array: Any) -> bool:
