@@ -122,7 +122,8 @@ class EvaluationResult:
         for k in METRIC_KEYS:
             v = self.metrics.get(k)
             if v is not None and not math.isfinite(v):
-                notes.setdefault(k, f"value was {v!r} (not representable in JSON)")
+                why = f"value was {v!r} (not representable in JSON)"
+                notes[k] = f"{notes[k]}; {why}" if k in notes else why
                 v = None
             out[k] = v
         out["conventions"] = self.conventions
