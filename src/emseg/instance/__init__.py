@@ -1,0 +1,44 @@
+"""Instance segmentation: from probability, boundary and affinity maps to objects.
+
+Plain functions on numpy arrays (``docs/instance.md``):
+
+- :func:`threshold_components` — threshold (with hysteresis), fill holes and
+  remove small objects in nm^3, connected components;
+- :func:`seeded_watershed`, :func:`find_seeds`, :func:`distance_watershed` —
+  a compiled priority-flood watershed and seeds in physical units;
+- :func:`supervoxels`, :func:`region_adjacency_graph`,
+  :func:`agglomerate_graph`, :func:`agglomerate` — supervoxels and
+  waterz-style mean-boundary agglomeration;
+- :func:`mutex_watershed` — the mutex watershed on (long-range) affinities;
+- :func:`link_sections` — 2D instances linked across sections (Hungarian on IoU);
+
+and their blockwise versions (``*_blockwise``) that run through
+:mod:`emseg.blockwise` on volumes of any size.
+"""
+
+from emseg.instance._agglomerate import (
+    Agglomeration,
+    agglomerate,
+    agglomerate_graph,
+    supervoxels,
+)
+from emseg.instance._components import threshold_components
+from emseg.instance._link2d import link_sections
+from emseg.instance._mws import mutex_watershed
+from emseg.instance._rag import RegionAdjacencyGraph, region_adjacency_graph
+from emseg.instance._watershed import distance_watershed, find_seeds, seeded_watershed
+
+__all__ = [
+    "Agglomeration",
+    "RegionAdjacencyGraph",
+    "agglomerate",
+    "agglomerate_graph",
+    "distance_watershed",
+    "find_seeds",
+    "link_sections",
+    "mutex_watershed",
+    "region_adjacency_graph",
+    "seeded_watershed",
+    "supervoxels",
+    "threshold_components",
+]
