@@ -47,6 +47,7 @@ from emseg.semantic.deep._networks import (
     anisotropic_plan,
     isotropic_plan,
     receptive_field,
+    receptive_interval,
 )
 from emseg.semantic.deep._registry import (
     ModelCard,
@@ -112,6 +113,7 @@ __all__ = [
     "predict_image",
     "predict_triplanar",
     "receptive_field",
+    "receptive_interval",
     "resolve_model",
     "save_config",
     "segmentation_loss",

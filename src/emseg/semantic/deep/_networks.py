@@ -233,7 +233,7 @@ class UNet(nn.Module):
         """Logits at full resolution, then at each coarser decoder level (deep supervision)."""
         out, decoded = self._run(x)
         extra = [h(d) for h, d in zip(self.deep_heads, decoded[:-1], strict=False)]
-        return [out, *extra]
+        return [out, *extra[::-1]]
 
     def encoder_parameters(self) -> list[nn.Parameter]:
         """Parameters of the contracting path (frozen by transfer learning's `freeze_encoder`)."""
@@ -244,33 +244,56 @@ class UNet(nn.Module):
         return receptive_field(self.plan)
 
 
-def receptive_field(plan: LevelPlan, *, n_convs: int = 2) -> tuple[int, ...]:
-    """Receptive field of a U-Net output voxel, per axis, in input voxels.
+def receptive_interval(
+    plan: LevelPlan, index: int, *, axis: int, n_convs: int = 2
+) -> tuple[int, int]:
+    """Input voxels ``[first, last]`` that output voxel `index` depends on, along `axis`.
 
-    Down the encoder each convolution of kernel k adds ``(k - 1) * j`` and a
-    pooling of factor f adds ``(f - 1) * j`` then multiplies the jump j by f;
-    a transposed convolution with kernel = stride = f maps each output voxel
-    to one coarse voxel (adds nothing, divides j by f); each decoder
-    convolution adds ``(k - 1) * j``. The deepest path dominates the skips.
+    Exact for 'same' convolutions away from the border: going back from the
+    output, each convolution of kernel k widens the interval by ``k // 2``
+    per side; a transposed convolution (kernel = stride = f) maps ``[a, b]``
+    to the coarse voxels ``[a // f, b // f]``; a max-pooling of factor f maps
+    coarse ``[a, b]`` to fine ``[a f, b f + f - 1]``. The deepest path
+    contains every skip path.
+
+    Examples
+    --------
+    >>> receptive_interval(isotropic_plan(2, 2), 10, axis=0)
+    (2, 19)
+    """
+    depth = len(plan.kernels)
+    a = b = int(index)
+    for level in range(depth - 1):  # decoder of level `level`, then up to the coarser level
+        r = n_convs * (plan.kernels[level][axis] // 2)
+        a, b = a - r, b + r
+        f = plan.pools[level][axis]
+        a, b = a // f, b // f
+    for level in range(depth - 1, -1, -1):  # encoder block, then un-pool to the finer level
+        r = n_convs * (plan.kernels[level][axis] // 2)
+        a, b = a - r, b + r
+        if level > 0:
+            f = plan.pools[level - 1][axis]
+            a, b = a * f, b * f + f - 1
+    return a, b
+
+
+def receptive_field(plan: LevelPlan, *, n_convs: int = 2) -> tuple[int, ...]:
+    """Largest receptive field of a U-Net output voxel, per axis, in input voxels.
+
+    The field's extent depends on the voxel's position modulo the network's
+    divisor (pooling windows); this is the maximum over positions of
+    :func:`receptive_interval`.
 
     Examples
     --------
     >>> receptive_field(isotropic_plan(2, 2))
     (18, 18)
     """
-    nd = len(plan.kernels[0])
     out = []
-    depth = len(plan.kernels)
-    for a in range(nd):
-        rf, j = 1, 1
-        for level in range(depth):
-            rf += n_convs * (plan.kernels[level][a] - 1) * j
-            if level < depth - 1:
-                f = plan.pools[level][a]
-                rf += (f - 1) * j
-                j *= f
-        for level in range(depth - 2, -1, -1):
-            j //= plan.pools[level][a]
-            rf += n_convs * (plan.kernels[level][a] - 1) * j
-        out.append(rf)
+    for axis, div in enumerate(plan.divisor):
+        widths = []
+        for i in range(div):
+            a, b = receptive_interval(plan, i, axis=axis, n_convs=n_convs)
+            widths.append(b - a + 1)
+        out.append(max(widths))
     return tuple(out)
