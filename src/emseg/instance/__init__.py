@@ -22,6 +22,14 @@ from emseg.instance._agglomerate import (
     agglomerate_graph,
     supervoxels,
 )
+from emseg.instance._blockwise import (
+    agglomerate_blockwise,
+    components_blockwise,
+    link_sections_blockwise,
+    mutex_watershed_blockwise,
+    segment_blockwise,
+    watershed_blockwise,
+)
 from emseg.instance._components import threshold_components
 from emseg.instance._link2d import link_sections
 from emseg.instance._mws import mutex_watershed
@@ -32,13 +40,19 @@ __all__ = [
     "Agglomeration",
     "RegionAdjacencyGraph",
     "agglomerate",
+    "agglomerate_blockwise",
     "agglomerate_graph",
+    "components_blockwise",
     "distance_watershed",
     "find_seeds",
     "link_sections",
+    "link_sections_blockwise",
     "mutex_watershed",
+    "mutex_watershed_blockwise",
     "region_adjacency_graph",
     "seeded_watershed",
+    "segment_blockwise",
     "supervoxels",
     "threshold_components",
+    "watershed_blockwise",
 ]

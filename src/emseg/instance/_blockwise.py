@@ -28,24 +28,33 @@ from __future__ import annotations
 import math
 import os
 import shutil
-from collections.abc import Sequence
+import uuid
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from emseg.blockwise import label, reduce_blocks, relabel
-from emseg.blockwise._execute import SchedulerLike
-from emseg.blockwise._geometry import default_block_shape
-from emseg.blockwise._map import _normalize_inputs, map_blocks
+from emseg._checks import check_label_dtype
+from emseg.blockwise import Blocking, label, merge_pairs, reduce_blocks, relabel
+from emseg.blockwise._execute import SchedulerLike, open_backend, run_blocks
+from emseg.blockwise._geometry import check_chunk_alignment, default_block_shape
+from emseg.blockwise._journal import Journal
+from emseg.blockwise._map import _normalize_inputs, map_blocks, read_block
 from emseg.blockwise._output import (
     check_inputs,
+    finish_output,
     input_spacing,
+    prepare_output,
     resolve_chunks,
 )
 from emseg.errors import EmsegValueError
+from emseg.instance._agglomerate import agglomerate, supervoxels
 from emseg.instance._components import background_connectivity, parse_connectivity
+from emseg.instance._link2d import apply_links, link_tables, section_tables
+from emseg.instance._mws import mutex_watershed
 from emseg.instance._validate import check_threshold, physical_size, to_voxels
+from emseg.instance._watershed import distance_watershed
 
 # ---------------------------------------------------------------------------
 # shared helpers
@@ -123,7 +132,7 @@ def _stats(
     labels: Any, values: Any, *, block_shape: Any, n_workers: int, scheduler: Any
 ) -> np.ndarray:
     inputs = [labels] if values is None else [labels, values]
-    return reduce_blocks(  # type: ignore[no-any-return]
+    return reduce_blocks(
         _label_stats,
         inputs,
         merge=_merge_stats,
@@ -229,11 +238,11 @@ def components_blockwise(
         raise EmsegValueError(
             f"`high_threshold` ({high}) must be >= `threshold` ({t}) for hysteresis."
         )
-    common = {"n_workers": n_workers, "scheduler": scheduler, "progress": progress}
+    common: dict[str, Any] = {"n_workers": n_workers, "scheduler": scheduler, "progress": progress}
     out_chunks = resolve_chunks(out, chunks, shape)
     if block_shape is None:
         block_shape = default_block_shape(shape, out_chunks)
-    blk = {"block_shape": block_shape, "chunks": out_chunks}
+    blk: dict[str, Any] = {"block_shape": block_shape, "chunks": out_chunks}
     scratch = _Scratch(out, resume)
     labels = label(
         img, threshold=t, connectivity=conn, spacing=sp, **blk, **common, **scratch.kwargs("fg")
@@ -306,7 +315,7 @@ def components_blockwise(
     keys, values = _mapping_for(ids, keep)
     result = relabel(
         labels,
-        (keys, values),
+        (keys, values),  # type: ignore[arg-type]
         out=out,
         block_shape=block_shape,
         chunks=out_chunks,
@@ -331,3 +340,674 @@ def components_blockwise(
     )
     result.attrs["emseg"] = attrs
     return result
+
+
+# ---------------------------------------------------------------------------
+# per-block segmentation with a halo, stitched by IoU in the halo
+
+
+class _SegmentTask:
+    """Pass 1: segment the read region; objects meeting the write region get global ids."""
+
+    def __init__(
+        self,
+        func: Callable[..., np.ndarray],
+        inputs: Sequence[Any],
+        out: Any,
+        blocking: Blocking,
+        journal: Journal,
+        halos: Path,
+        kwargs: dict[str, Any],
+    ) -> None:
+        self.func = func
+        self.inputs = list(inputs)
+        self.out = out
+        self.blocking = blocking
+        self.journal = journal
+        self.halos = halos
+        self.kwargs = kwargs
+        self.budget = math.prod(blocking.block_shape)
+
+    def __call__(self, block_id: int) -> None:
+        block = self.blocking[block_id]
+        data = [read_block(a, block.read_roi) for a in self.inputs]
+        seg = np.asarray(self.func(*data, **self.kwargs)).astype(np.uint64, copy=False)
+        inner = seg[block.write_in_read]
+        ids = np.unique(inner)
+        ids = ids[ids != 0]
+        offset = np.uint64(block_id * self.budget)
+        lut_keys = ids
+        lut_vals = offset + np.arange(1, ids.size + 1, dtype=np.uint64)
+        glob = np.zeros(seg.shape, dtype=np.uint64)
+        if ids.size:
+            idx = np.searchsorted(lut_keys, seg).clip(max=ids.size - 1)
+            hit = (lut_keys[idx] == seg) & (seg != 0)
+            glob[hit] = lut_vals[idx[hit]]
+        self.out[block.write_roi.to_slices()] = glob[block.write_in_read]
+        halo = glob.copy()
+        halo[block.write_in_read] = 0
+        tmp = self.halos / f".{block_id}.{uuid.uuid4().hex}.npy"
+        np.save(tmp, halo)
+        os.replace(tmp, self.halos / f"{block_id}.npy")
+        self.journal.mark_done("segment", block_id, np.int64(ids.size))
+
+
+class _PairsTask:
+    """Pass 2: pairs (own object, neighbour's object) with IoU > `min_iou` inside the halo."""
+
+    def __init__(
+        self, out: Any, blocking: Blocking, journal: Journal, halos: Path, min_iou: float
+    ) -> None:
+        self.out = out
+        self.blocking = blocking
+        self.journal = journal
+        self.halos = halos
+        self.min_iou = min_iou
+
+    def __call__(self, block_id: int) -> None:
+        block = self.blocking[block_id]
+        mine = np.load(self.halos / f"{block_id}.npy")
+        theirs = np.asarray(self.out[block.read_roi.to_slices()]).astype(np.uint64)
+        region = np.ones(mine.shape, dtype=bool)
+        region[block.write_in_read] = False
+        # which neighbouring block's write region each voxel lies in
+        r = block.read_roi
+        grid = np.ix_(
+            *[
+                (np.arange(b0, b0 + n) // bs).astype(np.uint64)
+                for b0, n, bs in zip(r.begin, r.shape, self.blocking.block_shape, strict=True)
+            ]
+        )
+        nb = np.zeros(mine.shape, dtype=np.uint64)
+        for axis, g in enumerate(grid):
+            nb = nb * np.uint64(self.blocking.grid_shape[axis]) + g
+        a, b, n = mine[region], theirs[region], nb[region]
+        pairs = np.zeros((0, 2), np.uint64)
+        both = (a != 0) & (b != 0)
+        if both.any():
+            # sizes of my objects per neighbouring block, of theirs (each in one block)
+            ka, na = np.unique(np.stack([a[a != 0], n[a != 0]], 1), axis=0, return_counts=True)
+            ub, nbb = np.unique(b[b != 0], return_counts=True)
+            trip = np.stack([a[both], b[both], n[both]], 1)
+            keys, inter = np.unique(trip, axis=0, return_counts=True)
+            view = [("a", np.uint64), ("n", np.uint64)]
+            rows = np.ascontiguousarray(ka).view(view).ravel()
+            q = np.ascontiguousarray(keys[:, [0, 2]]).view(view).ravel()
+            sa = na[np.searchsorted(rows, q)]
+            sb = nbb[np.searchsorted(ub, keys[:, 1])]
+            iou = inter / (sa + sb - inter)
+            pairs = keys[iou > self.min_iou][:, :2].astype(np.uint64)
+        self.journal.mark_done("pairs", block_id, pairs)
+
+
+class _FinalTask:
+    """Pass 3: replace the block's global ids by the final consecutive ids."""
+
+    def __init__(
+        self,
+        out: Any,
+        blocking: Blocking,
+        journal: Journal,
+        counts: np.ndarray,
+        nodes: np.ndarray,
+        roots: np.ndarray,
+        removed: np.ndarray,
+    ) -> None:
+        self.out = out
+        self.blocking = blocking
+        self.journal = journal
+        self.prefix = np.concatenate([[0], np.cumsum(counts, dtype=np.uint64)[:-1]]).astype(
+            np.uint64
+        )
+        self.nodes, self.roots, self.removed = nodes, roots, removed
+        self.budget = np.uint64(math.prod(blocking.block_shape))
+
+    def __call__(self, block_id: int) -> None:
+        block = self.blocking[block_id]
+        data = np.asarray(self.out[block.write_roi.to_slices()]).astype(np.uint64)
+        fg = data != 0
+        ids = data[fg]
+        r = ids.copy()
+        if self.nodes.size:
+            idx = np.searchsorted(self.nodes, ids).clip(max=self.nodes.size - 1)
+            hit = self.nodes[idx] == ids
+            r[hit] = self.roots[idx[hit]]
+        b = (r - np.uint64(1)) // self.budget
+        local = r - b * self.budget
+        below = np.searchsorted(self.removed, r).astype(np.uint64)
+        data[fg] = self.prefix[b.astype(np.int64)] + local - below
+        self.out[block.write_roi.to_slices()] = data
+        self.journal.mark_done("final", block_id)
+
+
+def segment_blockwise(
+    func: Callable[..., np.ndarray],
+    inputs: Any,
+    *,
+    out: Any = None,
+    halo: int | Sequence[int],
+    min_iou: float = 0.5,
+    block_shape: int | Sequence[int] | None = None,
+    chunks: int | Sequence[int] | None = None,
+    spacing: Any = None,
+    n_workers: int = 2,
+    scheduler: SchedulerLike = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    params: dict[str, Any] | None = None,
+    kwargs: dict[str, Any] | None = None,
+) -> Any:
+    """Run an instance segmentation ``func`` per block with a halo and stitch by IoU.
+
+    Parameters
+    ----------
+    func : callable
+        ``func(*read_regions, **kwargs) -> labels`` of the read region's
+        shape (any integer ids, 0 = background). Picklable for distributed
+        schedulers (a module-level function).
+    inputs : array or sequence of arrays
+        As for :func:`emseg.blockwise.map_blocks`.
+    halo : int or tuple of int
+        Context (voxels) on each side of a block; also the width of the
+        overlap in which objects of neighbouring blocks are compared.
+    min_iou : float, default 0.5
+        Objects of two blocks are joined when their IoU inside the halo
+        exceeds this (> 0.5 makes every join one-to-one).
+    out, block_shape, chunks, spacing, n_workers, scheduler, resume, overwrite, progress
+        As for :func:`emseg.blockwise.map_blocks`.
+
+    Returns
+    -------
+    zarr.Array of uint64
+        Objects ``1..N``; attribute ``emseg.n_labels``. See the module
+        docstring for when this equals the in-memory result.
+    """
+    arrays, names = _normalize_inputs(inputs)
+    shape = check_inputs(arrays, names)
+    ndim = len(shape)
+    if not 0 <= min_iou < 1:
+        raise EmsegValueError(f"`min_iou` must be in [0, 1); got {min_iou!r}.")
+    out_chunks = resolve_chunks(out, chunks, shape)
+    if block_shape is None:
+        block_shape = default_block_shape(shape, out_chunks)
+    blocking = Blocking(shape, block_shape, halo=halo)
+    job: dict[str, Any] = {
+        "job": "segment_blockwise",
+        "func": f"{getattr(func, '__module__', '')}.{getattr(func, '__qualname__', repr(func))}",
+        "shape": list(shape),
+        "halo": list(blocking.halo),
+        "block_shape": list(blocking.block_shape),
+        "min_iou": float(min_iou),
+        **(params or {}),
+    }
+    with open_backend(scheduler, n_workers) as backend:
+        check_chunk_alignment(blocking, out_chunks, parallel=backend.parallel)
+        output = prepare_output(
+            out,
+            shape=shape,
+            dtype=np.uint64,
+            chunks=out_chunks,
+            spacing=input_spacing(arrays[0], spacing, ndim),
+            labels=True,
+            params=job,
+            resume=resume,
+            overwrite=overwrite,
+        )
+        if output.journal.complete:
+            return output.array
+        journal = output.journal
+        halos = journal.scratch("halos")
+        halos.mkdir(exist_ok=True)
+        n_blocks = len(blocking)
+
+        def todo(stage: str) -> list[int]:
+            done = journal.done(stage) if output.resuming else set()
+            return [i for i in range(n_blocks) if i not in done]
+
+        run_blocks(
+            _SegmentTask(func, arrays, output.array, blocking, journal, halos, dict(kwargs or {})),
+            todo("segment"),
+            backend,
+            progress=progress,
+            desc="segment 1/3",
+        )
+        run_blocks(
+            _PairsTask(output.array, blocking, journal, halos, float(min_iou)),
+            todo("pairs"),
+            backend,
+            progress=progress,
+            desc="segment 2/3 stitch",
+        )
+        counts = np.zeros(n_blocks, dtype=np.uint64)
+        for bid, s in journal.iter_summaries("segment"):
+            counts[bid] = int(s) if s is not None else 0
+        found = [s.reshape(-1, 2) for _, s in journal.iter_summaries("pairs") if s is not None]
+        pairs = np.concatenate(found) if found else np.zeros((0, 2), np.uint64)
+        nodes, roots, removed = merge_pairs(pairs.astype(np.uint64))
+        n_labels = int(counts.sum()) - int(removed.size)
+        run_blocks(
+            _FinalTask(output.array, blocking, journal, counts, nodes, roots, removed),
+            todo("final"),
+            backend,
+            progress=progress,
+            desc="segment 3/3 relabel",
+        )
+    finish_output(output, job)
+    attrs = dict(output.array.attrs["emseg"])
+    attrs["n_labels"] = n_labels
+    output.array.attrs["emseg"] = attrs
+    return output.array
+
+
+def _distance_watershed_block(data: np.ndarray, **kwargs: Any) -> np.ndarray:
+    return distance_watershed(data, **kwargs)
+
+
+def _agglomerate_block(boundary: np.ndarray, **kwargs: Any) -> np.ndarray:
+    threshold = kwargs.pop("threshold")
+    frags = supervoxels(boundary, **kwargs)
+    return agglomerate(frags, boundary, threshold=threshold)
+
+
+def _agglomerate_fragments_block(
+    fragments: np.ndarray, boundary: np.ndarray, *, threshold: float
+) -> np.ndarray:
+    return agglomerate(fragments, boundary, threshold=threshold)
+
+
+def _mws_block(*channels: np.ndarray, offsets: Any, **kwargs: Any) -> np.ndarray:
+    return mutex_watershed(np.stack(channels), offsets, **kwargs)
+
+
+_BLOCKWISE_DOC = """
+    halo : int or tuple of int
+        Context in voxels on each side of a block (see the guarantee in
+        :mod:`emseg.instance._blockwise`: exact when the objects meeting a
+        block, and what decides them, lie within the block + halo).
+    out, block_shape, chunks, n_workers, scheduler, resume, overwrite, progress
+        As for :func:`emseg.blockwise.map_blocks`.
+
+    Returns
+    -------
+    zarr.Array of uint64
+"""
+
+
+def watershed_blockwise(
+    image: Any,
+    *,
+    out: Any = None,
+    halo: int | Sequence[int],
+    threshold: float = 0.5,
+    spacing: Any = None,
+    min_seed_distance_nm: float,
+    seeds: str = "distance",
+    sigma_nm: float | None = None,
+    min_seed_value: float | None = None,
+    block_shape: int | Sequence[int] | None = None,
+    chunks: int | Sequence[int] | None = None,
+    n_workers: int = 2,
+    scheduler: SchedulerLike = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> Any:
+    """:func:`~emseg.instance.distance_watershed` per block, stitched by IoU in the halo.
+
+    Exact (VOI = 0 against the in-memory result) when every foreground
+    component that meets a block lies inside the block's read region
+    (block + `halo`): the distance transform, seeds and flood of a
+    component depend on that component only.
+
+    Parameters
+    ----------
+    image, threshold, spacing, min_seed_distance_nm, seeds, sigma_nm, min_seed_value
+        As for :func:`~emseg.instance.distance_watershed`.
+    """
+    arrays, _ = _normalize_inputs(image)
+    sp = input_spacing(arrays[0], spacing, len(arrays[0].shape))
+    kw = {
+        "threshold": float(threshold),
+        "spacing": list(sp),
+        "min_seed_distance_nm": float(min_seed_distance_nm),
+        "seeds": seeds,
+        "sigma_nm": sigma_nm,
+        "min_seed_value": min_seed_value,
+    }
+    return segment_blockwise(
+        _distance_watershed_block,
+        arrays[0],
+        out=out,
+        halo=halo,
+        block_shape=block_shape,
+        chunks=chunks,
+        spacing=sp,
+        n_workers=n_workers,
+        scheduler=scheduler,
+        resume=resume,
+        overwrite=overwrite,
+        progress=progress,
+        params={"method": "watershed", **kw},
+        kwargs=kw,
+    )
+
+
+def agglomerate_blockwise(
+    boundary: Any,
+    *,
+    fragments: Any = None,
+    out: Any = None,
+    halo: int | Sequence[int],
+    threshold: float,
+    spacing: Any = None,
+    seeds: str = "minima",
+    sigma_nm: float | None = None,
+    min_seed_distance_nm: float = 0.0,
+    block_shape: int | Sequence[int] | None = None,
+    chunks: int | Sequence[int] | None = None,
+    n_workers: int = 2,
+    scheduler: SchedulerLike = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> Any:
+    """Supervoxels + mean-boundary agglomeration per block, stitched by IoU in the halo.
+
+    Exact when, for each block, the supervoxels and agglomeration of the
+    segments meeting the block and of their neighbours are decided inside
+    the read region (e.g. cells smaller than the halo, separated by
+    membranes whose boundary values do not tie).
+
+    Parameters
+    ----------
+    boundary : array
+        Boundary map (high = membrane).
+    fragments : array, optional
+        Existing supervoxels (e.g. a shipped over-segmentation); computed per
+        block with :func:`~emseg.instance.supervoxels` otherwise.
+    threshold, spacing, seeds, sigma_nm, min_seed_distance_nm
+        As for :func:`~emseg.instance.supervoxels` and
+        :func:`~emseg.instance.agglomerate`.
+    """
+    arrays, _ = _normalize_inputs(boundary)
+    sp = input_spacing(arrays[0], spacing, len(arrays[0].shape))
+    common: dict[str, Any] = {
+        "out": out,
+        "halo": halo,
+        "block_shape": block_shape,
+        "chunks": chunks,
+        "spacing": sp,
+        "n_workers": n_workers,
+        "scheduler": scheduler,
+        "resume": resume,
+        "overwrite": overwrite,
+        "progress": progress,
+    }
+    if fragments is not None:
+        kw: dict[str, Any] = {"threshold": float(threshold)}
+        return segment_blockwise(
+            _agglomerate_fragments_block,
+            [fragments, arrays[0]],
+            params={"method": "agglomerate", **kw},
+            kwargs=kw,
+            **common,
+        )
+    kw = {
+        "threshold": float(threshold),
+        "spacing": list(sp),
+        "seeds": seeds,
+        "sigma_nm": sigma_nm,
+        "min_seed_distance_nm": float(min_seed_distance_nm),
+    }
+    return segment_blockwise(
+        _agglomerate_block,
+        arrays[0],
+        params={"method": "agglomerate", **kw},
+        kwargs=kw,
+        **common,
+    )
+
+
+def mutex_watershed_blockwise(
+    affinities: Sequence[Any],
+    offsets: Sequence[Sequence[int]],
+    *,
+    out: Any = None,
+    halo: int | Sequence[int],
+    n_attractive: int | None = None,
+    repulsive_stride: int = 1,
+    block_shape: int | Sequence[int] | None = None,
+    chunks: int | Sequence[int] | None = None,
+    spacing: Any = None,
+    n_workers: int = 2,
+    scheduler: SchedulerLike = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> Any:
+    """:func:`~emseg.instance.mutex_watershed` per block, stitched by IoU in the halo.
+
+    Parameters
+    ----------
+    affinities : sequence of C arrays (Z, Y, X), or a (C, Z, Y, X) numpy array
+        One array per channel (e.g. ``[zarr_group["aff"][c] for c in ...]``).
+    offsets, n_attractive, repulsive_stride
+        As for :func:`~emseg.instance.mutex_watershed`. The halo should be at
+        least the longest offset.
+    """
+    channels = list(affinities)
+    offs = [[int(o) for o in off] for off in offsets]
+    kw = {"offsets": offs, "n_attractive": n_attractive, "repulsive_stride": repulsive_stride}
+    return segment_blockwise(
+        _mws_block,
+        channels,
+        out=out,
+        halo=halo,
+        block_shape=block_shape,
+        chunks=chunks,
+        spacing=spacing,
+        n_workers=n_workers,
+        scheduler=scheduler,
+        resume=resume,
+        overwrite=overwrite,
+        progress=progress,
+        params={"method": "mws", **kw},
+        kwargs=kw,
+    )
+
+
+# ---------------------------------------------------------------------------
+# 2D -> 3D linking
+
+
+def _section_tables_block(
+    labels: np.ndarray, *, block: Any
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Sizes and overlaps (with the next section) of the write region's sections."""
+    w = block.write_roi
+    inner = labels[block.write_in_read]
+    z_in = w.begin[0] - block.read_roi.begin[0]
+    nxt = None
+    if labels.shape[0] > z_in + inner.shape[0]:  # the section after the block is in the halo
+        sl = list(block.write_in_read)
+        sl[0] = slice(z_in + inner.shape[0], z_in + inner.shape[0] + 1)
+        nxt = labels[tuple(sl)]
+    return section_tables(inner, w.begin[0], with_next=nxt)
+
+
+def _merge_tables(a: tuple[np.ndarray, ...], b: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
+    out = []
+    for keys, counts in ((0, 1), (2, 3)):
+        k = np.concatenate([a[keys], b[keys]])
+        c = np.concatenate([a[counts], b[counts]])
+        uk, inv = np.unique(k, axis=0, return_inverse=True)
+        out += [
+            uk.reshape(-1, k.shape[1]),
+            np.bincount(inv.ravel(), c, uk.shape[0]).astype(np.int64),
+        ]
+    return tuple(out)
+
+
+class _SectionComponents:
+    """Block function: 2D components of each section (blocks span whole sections)."""
+
+    def __init__(self, threshold: float, connectivity: int | None) -> None:
+        self.threshold = threshold
+        self.connectivity = connectivity
+
+    def __call__(self, data: np.ndarray) -> np.ndarray:
+        from emseg.instance._link2d import section_components
+
+        return section_components(data, threshold=self.threshold, connectivity=self.connectivity)
+
+
+class _ApplyLinks:
+    """Pass: per-section ids -> 3D object ids."""
+
+    def __init__(
+        self,
+        labels: Any,
+        out: Any,
+        blocking: Blocking,
+        journal: Journal,
+        keys: np.ndarray,
+        objects: np.ndarray,
+    ) -> None:
+        self.labels, self.out, self.blocking, self.journal = labels, out, blocking, journal
+        self.keys, self.objects = keys, objects
+
+    def __call__(self, block_id: int) -> None:
+        block = self.blocking[block_id]
+        data = read_block(self.labels, block.write_roi)
+        self.out[block.write_roi.to_slices()] = apply_links(
+            data, block.write_roi.begin[0], self.keys, self.objects
+        )
+        self.journal.mark_done("link", block_id)
+
+
+def link_sections_blockwise(
+    sections: Any,
+    *,
+    out: Any = None,
+    min_iou: float = 0.5,
+    threshold: float | None = None,
+    connectivity: int | None = None,
+    block_shape: int | Sequence[int] | None = None,
+    chunks: int | Sequence[int] | None = None,
+    spacing: Any = None,
+    n_workers: int = 2,
+    scheduler: SchedulerLike = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> Any:
+    """:func:`~emseg.instance.link_sections` on a stack of any size, exactly.
+
+    Per-section sizes and the overlaps between neighbouring sections are
+    exact sums over blocks; the Hungarian matching then runs once per pair
+    of sections on these global tables and a last pass writes the 3D ids.
+    With `threshold`, each section is first segmented by 2D components in
+    blocks that span whole sections (``block_shape = (bz, Y, X)``).
+
+    Parameters
+    ----------
+    sections : (Z, Y, X) array, zarr array, LazyImage or path
+        Per-section instance labels, or a probability map with `threshold`.
+    min_iou, threshold, connectivity
+        As for :func:`~emseg.instance.link_sections`.
+    out, block_shape, chunks, spacing, n_workers, scheduler, resume, overwrite, progress
+        As for :func:`emseg.blockwise.map_blocks`.
+
+    Returns
+    -------
+    zarr.Array of uint64
+        3D objects; equal to :func:`~emseg.instance.link_sections` up to a
+        renumbering (VOI = 0) for any block shape.
+    """
+    arrays, names = _normalize_inputs(sections)
+    shape = check_inputs(arrays, names)
+    if len(shape) != 3:
+        raise EmsegValueError(f"`sections` must be a (Z, Y, X) stack; got shape {shape}.")
+    iou = check_threshold(min_iou, name="min_iou")
+    if not 0 < iou <= 1:
+        raise EmsegValueError(f"`min_iou` must be in (0, 1]; got {min_iou!r}.")
+    out_chunks = resolve_chunks(out, chunks, shape)
+    if block_shape is None:
+        block_shape = default_block_shape(shape, out_chunks)
+    sp = input_spacing(arrays[0], spacing, 3)
+    scratch = _Scratch(out, resume)
+    labels = arrays[0]
+    if threshold is not None:
+        t = check_threshold(threshold, name="threshold")
+        bz = Blocking(shape, block_shape).block_shape[0]
+        labels = map_blocks(
+            _SectionComponents(t, connectivity),
+            labels,
+            dtype=np.uint32,
+            block_shape=(bz, shape[1], shape[2]),
+            chunks=(bz, shape[1], shape[2]),
+            spacing=sp,
+            labels=True,
+            n_workers=n_workers,
+            scheduler=scheduler,
+            progress=progress,
+            **scratch.kwargs("sections"),
+        )
+    else:
+        check_label_dtype(labels, name="sections")
+    empty = (
+        np.zeros((0, 2), np.uint64),
+        np.zeros(0, np.int64),
+        np.zeros((0, 3), np.uint64),
+        np.zeros(0, np.int64),
+    )
+    keys, sizes, ov_keys, ov = reduce_blocks(
+        _section_tables_block,
+        labels,
+        merge=_merge_tables,
+        empty=empty,
+        halo=(1, 0, 0),
+        block_shape=block_shape,
+        pass_block=True,
+        n_workers=n_workers,
+        scheduler=scheduler,
+        progress=progress,
+    )
+    objects = link_tables(keys, sizes, ov_keys, ov, min_iou=iou)
+    blocking = Blocking(shape, block_shape)
+    job = {
+        "job": "link_sections",
+        "shape": list(shape),
+        "min_iou": iou,
+        "threshold": threshold,
+        "block_shape": list(blocking.block_shape),
+    }
+    with open_backend(scheduler, n_workers) as backend:
+        check_chunk_alignment(blocking, out_chunks, parallel=backend.parallel)
+        output = prepare_output(
+            out,
+            shape=shape,
+            dtype=np.uint64,
+            chunks=out_chunks,
+            spacing=sp,
+            labels=True,
+            params=job,
+            resume=resume,
+            overwrite=overwrite,
+        )
+        if not output.journal.complete:
+            done = output.journal.done("link") if output.resuming else set()
+            run_blocks(
+                _ApplyLinks(labels, output.array, blocking, output.journal, keys, objects),
+                [i for i in range(len(blocking)) if i not in done],
+                backend,
+                progress=progress,
+                desc="link sections",
+            )
+            finish_output(output, job)
+    scratch.remove()
+    attrs = dict(output.array.attrs["emseg"])
+    attrs["n_labels"] = int(objects.max()) if objects.size else 0
+    output.array.attrs["emseg"] = attrs
+    return output.array
