@@ -154,6 +154,7 @@ def test_3d_anisotropic_deep_supervision_trains(tiny_config, tiny_em, tmp_path):
             "patch_shape": [4, 32, 32],
             "batch_size": 2,
             "foreground_fraction": 0.5,
+            "spacing": [40.0, 8.0, 8.0],
         },
         network={
             "dim": 3,
