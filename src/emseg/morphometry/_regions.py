@@ -272,6 +272,8 @@ def histogram_percentiles(hist: np.ndarray, edges: np.ndarray, q: float) -> np.n
     cum = np.cumsum(hist, axis=1)
     rank = np.floor(q / 100.0 * (total - 1)).astype(np.int64)  # 0-based rank, 'lower'
     ok = total > 0
-    idx = np.array([np.searchsorted(c, r, side="right") for c, r in zip(cum, rank, strict=True)])
+    idx = np.array(
+        [np.searchsorted(c, r, side="right") for c, r in zip(cum, rank, strict=True)], np.int64
+    )
     out[ok] = edges[idx[ok]]
     return out

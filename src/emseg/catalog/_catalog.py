@@ -1,0 +1,395 @@
+"""The backend-independent part of a catalog: adding datasets, label queries, reading rows.
+
+A backend (:class:`~emseg.catalog.SQLiteCatalog`,
+:class:`~emseg.catalog.PostgresCatalog`) supplies a DB-API connection, its
+placeholder style and one spatial primitive, :meth:`Catalog.box_candidates`
+(the ids whose box meets a box). Everything else is the same SQL on both.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+from collections.abc import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from emseg.catalog._query import Node, check_sort, parse_query, to_sql
+from emseg.catalog._schema import AXES, NUMERIC_COLUMNS, RESULT_COLUMNS
+from emseg.errors import EmsegValueError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+log = logging.getLogger(__name__)
+
+#: Rows inserted per executemany call.
+BATCH = 5000
+
+
+def _num(v: Any) -> float | None:
+    if v is None:
+        return None
+    f = float(v)
+    return None if np.isnan(f) else f
+
+
+class Catalog:
+    """An open catalog; use :func:`~emseg.catalog.open_catalog` to get one.
+
+    Subclasses set ``conn``, ``ph`` (the placeholder) and implement
+    :meth:`box_candidates`, :meth:`_begin_write` and :meth:`_insert_boxes`.
+    """
+
+    conn: Any
+    ph: str = "?"
+    dialect: str = "sqlite"
+
+    # -- backend hooks -------------------------------------------------------------
+    def box_candidates(
+        self, box: Sequence[float] | np.ndarray, *, exclude_dataset: int | None = None
+    ) -> np.ndarray:
+        """Ids of objects whose box (nm: zmin, zmax, ymin, ymax, xmin, xmax) meets `box`."""
+        raise NotImplementedError
+
+    def _begin_write(self, cur: Any) -> None:
+        raise NotImplementedError
+
+    def _insert_boxes(self, cur: Any, rows: list[tuple[Any, ...]]) -> None:
+        """Index the boxes of new objects (SQLite: R*Tree; PostgreSQL: nothing extra)."""
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> Catalog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- writing -------------------------------------------------------------------
+    def add_dataset(
+        self,
+        name: str,
+        table: pd.DataFrame,
+        *,
+        points: dict[int, np.ndarray] | None = None,
+        embeddings: np.ndarray | None = None,
+        image: str | None = None,
+        labels: str | None = None,
+        spacing: Sequence[float] | None = None,
+        shape: Sequence[int] | None = None,
+        provenance: dict[str, Any] | None = None,
+    ) -> int:
+        """Add a dataset and its objects (one morphometry row each) in one transaction.
+
+        Parameters
+        ----------
+        name : str
+            Unique dataset name (stored as data, never as SQL).
+        table : pandas.DataFrame
+            A :func:`emseg.morphometry.measure` table (``label`` column and
+            the measures; unknown columns are ignored).
+        points : dict of int to (P, D) ndarray, optional
+            Surface points (nm) per label, for surface-to-surface proximity.
+        embeddings : (N, E) ndarray, optional
+            One descriptor per row of `table`.
+        image, labels : str, optional
+            Paths of the image and the segmentation.
+        spacing, shape : sequence, optional
+            Geometry of the volume (default from ``table.attrs['emseg']``).
+        provenance : dict, optional
+            Anything JSON-able (tool, parameters).
+
+        Returns
+        -------
+        int
+            The dataset id.
+
+        Raises
+        ------
+        EmsegValueError
+            When `name` already exists or `embeddings` has the wrong length.
+        """
+        if not isinstance(name, str) or not name:
+            raise EmsegValueError(f"`name` must be a non-empty string; got {name!r}.")
+        meta = table.attrs.get("emseg", {})
+        spacing = list(map(float, spacing if spacing is not None else meta.get("spacing_nm", [])))
+        shape = list(map(int, shape if shape is not None else meta.get("shape", [])))
+        if embeddings is not None and len(embeddings) != len(table):
+            raise EmsegValueError(
+                f"`embeddings` must have one row per object ({len(table)}); got {len(embeddings)}."
+            )
+        cur = self.conn.cursor()
+        try:
+            self._begin_write(cur)
+            cur.execute(f"SELECT id FROM datasets WHERE name = {self.ph}", (name,))
+            if cur.fetchone() is not None:
+                raise EmsegValueError(
+                    f"a dataset named {name!r} is already in the catalog; choose another `name`."
+                )
+            cur.execute("SELECT COALESCE(MAX(id), 0) FROM datasets")
+            did = int(cur.fetchone()[0]) + 1
+            cur.execute(
+                "INSERT INTO datasets (id, name, image, labels, spacing, shape, provenance, created) "
+                f"VALUES ({', '.join([self.ph] * 8)})",
+                (
+                    did,
+                    name,
+                    image,
+                    labels,
+                    json.dumps(spacing),
+                    json.dumps(shape),
+                    json.dumps(provenance or {}),
+                    datetime.datetime.now(datetime.UTC).isoformat(),
+                ),
+            )
+            cur.execute("SELECT COALESCE(MAX(id), 0) FROM objects")
+            first = int(cur.fetchone()[0]) + 1
+            n_rows = self._insert_objects(cur, did, first, table, points, embeddings)
+            self.conn.commit()
+        except BaseException:
+            self.conn.rollback()
+            raise
+        finally:
+            cur.close()
+        log.info("catalog: added dataset %r with %d objects", name, n_rows)
+        return did
+
+    def _insert_objects(
+        self,
+        cur: Any,
+        did: int,
+        first: int,
+        table: pd.DataFrame,
+        points: dict[int, np.ndarray] | None,
+        embeddings: np.ndarray | None,
+    ) -> int:
+        cols = [
+            "id",
+            "dataset_id",
+            "label",
+            "class",
+            *NUMERIC_COLUMNS,
+            "touches_border",
+            "embedding",
+            "points",
+        ]
+        sql = f"INSERT INTO objects ({', '.join(cols)}) VALUES ({', '.join([self.ph] * len(cols))})"
+        present = [c for c in NUMERIC_COLUMNS if c in table.columns]
+        data = {c: table[c].to_numpy(np.float64) for c in present}
+        n = len(table)
+        zero = np.zeros(n)
+        for a in AXES:  # 2D tables: the boxes live at z = 0
+            for c in (f"centroid_{a}_nm", f"bbox_{a}min_nm", f"bbox_{a}max_nm"):
+                data.setdefault(c, zero)
+        labels = table["label"].to_numpy(np.int64) if n else np.zeros(0, np.int64)
+        classes = table["class"].astype(str).tolist() if "class" in table.columns else [None] * n
+        border = table["touches_border"].to_numpy(bool) if "touches_border" in table else None
+        blob = (lambda b: b) if self.dialect == "sqlite" else bytes
+        rows: list[tuple[Any, ...]] = []
+        boxes: list[tuple[Any, ...]] = []
+        for i in range(n):
+            oid = first + i
+            lab = int(labels[i])
+            pts = points.get(lab) if points else None
+            if pts is not None:
+                pts = np.asarray(pts, np.float32)
+                if pts.shape[1] == 2:
+                    pts = np.concatenate([np.zeros((len(pts), 1), np.float32), pts], axis=1)
+            emb = None if embeddings is None else np.asarray(embeddings[i], np.float32).tobytes()
+            rows.append(
+                (
+                    oid,
+                    did,
+                    lab,
+                    classes[i],
+                    *(_num(data[c][i]) if c in data else None for c in NUMERIC_COLUMNS),
+                    None if border is None else int(border[i]),
+                    None if emb is None else blob(emb),
+                    None if pts is None else blob(pts.tobytes()),
+                )
+            )
+            boxes.append(
+                (oid, *(float(data[f"bbox_{a}{e}_nm"][i]) for a in AXES for e in ("min", "max")))
+            )
+            if len(rows) >= BATCH:
+                cur.executemany(sql, rows)
+                self._insert_boxes(cur, boxes)
+                rows, boxes = [], []
+        if rows:
+            cur.executemany(sql, rows)
+            self._insert_boxes(cur, boxes)
+        return n
+
+    # -- reading -------------------------------------------------------------------
+    def datasets(self) -> pd.DataFrame:
+        """One row per dataset (id, name, image, labels, spacing, shape, provenance, created)."""
+        import pandas as pd
+
+        cur = self.conn.cursor()
+        cur.execute(
+            "SELECT id, name, image, labels, spacing, shape, provenance, created "
+            "FROM datasets ORDER BY id"
+        )
+        rows = cur.fetchall()
+        df = pd.DataFrame(
+            rows,
+            columns=["id", "name", "image", "labels", "spacing", "shape", "provenance", "created"],
+        )
+        for c in ("spacing", "shape", "provenance"):
+            df[c] = [json.loads(v) for v in df[c]]
+        return df
+
+    def _select(self) -> str:
+        cols = ", ".join(
+            "d.name AS dataset" if c == "dataset" else f"o.{c}" for c in RESULT_COLUMNS
+        )
+        return f"SELECT {cols} FROM objects o JOIN datasets d ON d.id = o.dataset_id"
+
+    def _frame(self, rows: list[tuple[Any, ...]]) -> pd.DataFrame:
+        import pandas as pd
+
+        df = pd.DataFrame(rows, columns=list(RESULT_COLUMNS))
+        df["touches_border"] = df["touches_border"].astype("boolean")
+        return df
+
+    def query(
+        self,
+        expr: str = "",
+        *,
+        sort: str | None = None,
+        descending: bool = False,
+        limit: int | None = None,
+        ids: Iterable[int] | None = None,
+    ) -> pd.DataFrame:
+        """Objects matching a label query (see :func:`~emseg.catalog.parse_query`).
+
+        Parameters
+        ----------
+        expr : str
+            e.g. ``"class = 'mitochondrion' AND volume_nm3 > 1e7"``; empty: all.
+        sort : str, optional
+            A column to order by (default: id).
+        descending : bool
+            Sort order.
+        limit : int, optional
+            At most this many rows.
+        ids : iterable of int, optional
+            Restrict to these object ids.
+
+        Returns
+        -------
+        pandas.DataFrame
+            :data:`RESULT_COLUMNS` (``dataset`` is the dataset's name).
+        """
+        where, params = to_sql(parse_query(expr), self.ph)
+        order = check_sort(sort) or "o.id"
+        sql = f"{self._select()} WHERE {where}"
+        if ids is not None:
+            id_list = [int(i) for i in ids]
+            if not id_list:
+                return self._frame([])
+            sql += f" AND o.id IN ({', '.join([self.ph] * len(id_list))})"
+            params = params + id_list
+        sql += f" ORDER BY {order} {'DESC' if descending else 'ASC'}, o.id"
+        if limit is not None:
+            if int(limit) < 0:
+                raise EmsegValueError(f"`limit` must be >= 0; got {limit}.")
+            sql += f" LIMIT {int(limit)}"
+        cur = self.conn.cursor()
+        cur.execute(sql, params)
+        return self._frame(cur.fetchall())
+
+    def ids(self, expr: str | Node = "") -> np.ndarray:
+        """Ids (int64, sorted) of the objects matching `expr` (text or a parsed query)."""
+        node = parse_query(expr) if isinstance(expr, str) else expr
+        where, params = to_sql(node, self.ph)
+        cur = self.conn.cursor()
+        cur.execute(
+            f"SELECT o.id FROM objects o JOIN datasets d ON d.id = o.dataset_id WHERE {where} "
+            "ORDER BY o.id",
+            params,
+        )
+        return np.array([r[0] for r in cur.fetchall()], np.int64)
+
+    def _blobs(self, column: str, ids: Iterable[int], width: int | None) -> dict[int, np.ndarray]:
+        out: dict[int, np.ndarray] = {}
+        id_list = [int(i) for i in ids]
+        cur = self.conn.cursor()
+        for chunk in _chunks(id_list, 900):
+            cur.execute(
+                f"SELECT id, {column} FROM objects WHERE id IN ({', '.join([self.ph] * len(chunk))})",
+                chunk,
+            )
+            for oid, raw in cur.fetchall():
+                if raw is not None:
+                    a = np.frombuffer(bytes(raw), np.float32)
+                    out[int(oid)] = a.reshape(-1, width) if width else a
+        return out
+
+    def points(self, ids: Iterable[int]) -> dict[int, np.ndarray]:
+        """Stored surface points (P, 3) float32 nm of each id that has them."""
+        return self._blobs("points", ids, 3)
+
+    def embeddings(self, ids: Iterable[int]) -> dict[int, np.ndarray]:
+        """Stored embedding vectors (float32) of each id that has one."""
+        return self._blobs("embedding", ids, None)
+
+    def iter_embeddings(self, batch: int = 20000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """All (ids, embeddings) in batches, for exact nearest-neighbour scans."""
+        cur = self.conn.cursor()
+        last = 0
+        while True:
+            cur.execute(
+                f"SELECT id, embedding FROM objects WHERE id > {self.ph} AND embedding IS NOT NULL "
+                f"ORDER BY id LIMIT {int(batch)}",
+                (last,),
+            )
+            rows = cur.fetchall()
+            if not rows:
+                return
+            ids = np.array([r[0] for r in rows], np.int64)
+            emb = np.stack([np.frombuffer(bytes(r[1]), np.float32) for r in rows])
+            last = int(ids[-1])
+            yield ids, emb
+
+    def centroids(self, ids: Iterable[int]) -> dict[int, np.ndarray]:
+        """Centroid (z, y, x) in nm per id."""
+        out = {}
+        cur = self.conn.cursor()
+        for chunk in _chunks([int(i) for i in ids], 900):
+            cur.execute(
+                "SELECT id, centroid_z_nm, centroid_y_nm, centroid_x_nm FROM objects "
+                f"WHERE id IN ({', '.join([self.ph] * len(chunk))})",
+                chunk,
+            )
+            for r in cur.fetchall():
+                out[int(r[0])] = np.array([float(v or 0.0) for v in r[1:]])
+        return out
+
+    def boxes(self, ids: Iterable[int]) -> dict[int, np.ndarray]:
+        """Box (zmin, zmax, ymin, ymax, xmin, xmax) in nm per id."""
+        out = {}
+        cols = ", ".join(f"bbox_{a}{e}_nm" for a in AXES for e in ("min", "max"))
+        cur = self.conn.cursor()
+        for chunk in _chunks([int(i) for i in ids], 900):
+            cur.execute(
+                f"SELECT id, {cols} FROM objects WHERE id IN ({', '.join([self.ph] * len(chunk))})",
+                chunk,
+            )
+            for r in cur.fetchall():
+                out[int(r[0])] = np.array([float(v or 0.0) for v in r[1:]])
+        return out
+
+    def __len__(self) -> int:
+        cur = self.conn.cursor()
+        cur.execute("SELECT COUNT(*) FROM objects")
+        return int(cur.fetchone()[0])
+
+
+def _chunks(items: list[int], size: int) -> Iterator[list[int]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
