@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from emseg._checks import check_label_dtype
-from emseg.blockwise import Blocking, label, merge_pairs, reduce_blocks, relabel
+from emseg.blockwise import Blocking, label, merge_pairs, reduce_blocks
 from emseg.blockwise._execute import SchedulerLike, open_backend, run_blocks
 from emseg.blockwise._geometry import check_chunk_alignment, default_block_shape
 from emseg.blockwise._journal import Journal
@@ -144,6 +144,82 @@ def _stats(
     )
 
 
+class _Named:
+    """Block-function base class with a stable name for the job journal.
+
+    The engine records a block function's name and compares it on resume;
+    an instance's default repr holds its memory address, so it would never
+    match. The name is the class name and a digest of the instance's arrays.
+    """
+
+    __qualname__: str
+
+    def __repr__(self) -> str:
+        import hashlib
+
+        h = hashlib.sha1()
+        for key, value in sorted(vars(self).items()):
+            h.update(key.encode())
+            h.update(
+                np.asarray(value).tobytes()
+                if isinstance(value, np.ndarray)
+                else repr(value).encode()
+            )
+        return f"{type(self).__name__}[{h.hexdigest()[:16]}]"
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "__qualname__":
+            return repr(self)
+        raise AttributeError(name)
+
+
+class _Remap(_Named):
+    """Block function: ids in `keys` become `values` (uint64); other ids stay."""
+
+    def __init__(self, keys: np.ndarray, values: np.ndarray) -> None:
+        order = np.argsort(keys)
+        self.keys = keys[order].astype(np.uint64)
+        self.values = values[order].astype(np.uint64)
+
+    def __call__(self, labels: np.ndarray) -> np.ndarray:
+        lab = labels.astype(np.uint64, copy=True)
+        if self.keys.size:
+            idx = np.searchsorted(self.keys, lab).clip(max=self.keys.size - 1)
+            hit = self.keys[idx] == lab
+            lab[hit] = self.values[idx[hit]]
+        return lab
+
+
+def _check_out(out: Any, resume: bool, overwrite: bool) -> bool:
+    """Refuse an existing output early (before any work); True when it is complete already."""
+    from emseg.blockwise import is_complete
+    from emseg.errors import OutputExistsError
+
+    if not isinstance(out, str | os.PathLike) or not Path(out).exists():
+        return False
+    if resume and overwrite:
+        raise EmsegValueError("`resume` and `overwrite` exclude each other; pass one of them.")
+    if not resume and not overwrite:
+        raise OutputExistsError(
+            f"`out`={str(out)!r} already exists. Pass overwrite=True (--overwrite) to replace it, "
+            "or resume=True (--resume) to finish an interrupted job."
+        )
+    if resume:
+        import zarr
+
+        node = zarr.open(str(out), mode="r")
+        arr = node["0"] if isinstance(node, zarr.Group) else node
+        return bool(is_complete(arr))
+    return False
+
+
+def _open_out(out: Any) -> Any:
+    import zarr
+
+    node = zarr.open(str(out), mode="r+")
+    return node["0"] if isinstance(node, zarr.Group) else node
+
+
 def _member(ids: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """Bool array: which voxels of `labels` hold one of the sorted `ids` (never 0)."""
     lab = labels.astype(np.uint64, copy=False)
@@ -153,7 +229,7 @@ def _member(ids: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return (ids[idx] == lab) & (lab != 0)
 
 
-class _Background:
+class _Background(_Named):
     """Block function: 1 where a voxel is not in a kept object."""
 
     def __init__(self, kept: np.ndarray) -> None:
@@ -163,7 +239,7 @@ class _Background:
         return (~_member(self.kept, labels)).astype(np.uint8)
 
 
-class _Filled:
+class _Filled(_Named):
     """Block function: 1 in kept objects and in the holes to fill."""
 
     def __init__(self, kept: np.ndarray, holes: np.ndarray) -> None:
@@ -238,6 +314,8 @@ def components_blockwise(
         raise EmsegValueError(
             f"`high_threshold` ({high}) must be >= `threshold` ({t}) for hysteresis."
         )
+    if _check_out(out, resume, overwrite):
+        return _open_out(out)
     common: dict[str, Any] = {"n_workers": n_workers, "scheduler": scheduler, "progress": progress}
     out_chunks = resolve_chunks(out, chunks, shape)
     if block_shape is None:
@@ -313,10 +391,13 @@ def components_blockwise(
     if min_vox > 1:
         keep &= stats[:, 1] >= min_vox
     keys, values = _mapping_for(ids, keep)
-    result = relabel(
+    result = map_blocks(
+        _Remap(keys, values),
         labels,
-        (keys, values),  # type: ignore[arg-type]
         out=out,
+        dtype=np.uint64,
+        labels=True,
+        spacing=sp,
         block_shape=block_shape,
         chunks=out_chunks,
         resume=resume,
@@ -849,7 +930,7 @@ def _merge_tables(a: tuple[np.ndarray, ...], b: tuple[np.ndarray, ...]) -> tuple
     return tuple(out)
 
 
-class _SectionComponents:
+class _SectionComponents(_Named):
     """Block function: 2D components of each section (blocks span whole sections)."""
 
     def __init__(self, threshold: float, connectivity: int | None) -> None:
