@@ -83,10 +83,12 @@ def test_supervoxels_then_agglomeration_recovers_cells(rng):
     bnd = rng.random((8, 16, 24)) * 0.1
     bnd[:, :, 11:13] = 0.9 + rng.random((8, 16, 2)) * 0.1
     frag = supervoxels(bnd, seeds="minima")
-    assert frag.max() > 2 and frag.min() >= 1
+    assert frag.max() > 2
+    assert frag.min() >= 1
     lab = agglomerate(frag, bnd, threshold=0.4)
     assert lab.max() == 2
-    assert len(np.unique(lab[:, :, :11])) == 1 and len(np.unique(lab[:, :, 13:])) == 1
+    assert len(np.unique(lab[:, :, :11])) == 1
+    assert len(np.unique(lab[:, :, 13:])) == 1
     frag_d = supervoxels(bnd, seeds="distance", threshold=0.5, min_seed_distance_nm=4)
     assert agglomerate(frag_d, bnd, threshold=0.4).max() == 2
 

@@ -91,7 +91,7 @@ def test_components_to_ome_zarr_resume_and_overwrite(prob, tmp_path):
 
 @pytest.mark.parametrize("block", [(3, 16, 16), (4, 11, 13)])
 def test_link_sections_blockwise_equals_in_memory(block, ellipse_stack):
-    truth, sections = ellipse_stack(np.random.default_rng(2))
+    _truth, sections = ellipse_stack(np.random.default_rng(2))
     ref = link_sections(sections, min_iou=0.5)
     out = link_sections_blockwise(
         sections, min_iou=0.5, block_shape=block, chunks=block, progress=False

@@ -25,7 +25,8 @@ def test_two_blobs_and_ids_in_raster_order():
     lab = threshold_components(p, threshold=0.5)
     assert lab.dtype == np.uint32
     assert lab.max() == 2
-    assert (lab[1:3, 1:3, 1:3] == 1).all() and lab[3, 6, 6] == 2
+    assert (lab[1:3, 1:3, 1:3] == 1).all()
+    assert lab[3, 6, 6] == 2
     assert (lab > 0).sum() == 9
 
 
@@ -43,7 +44,8 @@ def test_hysteresis_keeps_only_components_with_a_strong_voxel():
     p[0, 1, 5:8] = 0.6  # weak only
     lab = threshold_components(p, threshold=0.5, high_threshold=0.9)
     assert lab.max() == 1
-    assert (lab[0, 1, 0:3] == 1).all() and (lab[0, 1, 5:8] == 0).all()
+    assert (lab[0, 1, 0:3] == 1).all()
+    assert (lab[0, 1, 5:8] == 0).all()
 
 
 def test_min_size_is_in_nm3_with_anisotropic_spacing():
@@ -52,7 +54,8 @@ def test_min_size_is_in_nm3_with_anisotropic_spacing():
     p[1, 4, 4] = 1.0  # 1 voxel
     sp = (40.0, 4.0, 4.0)  # 640 nm^3 per voxel
     kept = threshold_components(p, spacing=sp, min_size_nm3=2 * 640.0)
-    assert kept.max() == 1 and kept[1, 4, 4] == 0
+    assert kept.max() == 1
+    assert kept[1, 4, 4] == 0
     both = threshold_components(p, spacing=sp, min_size_nm3=640.0)
     assert both.max() == 2
     big = threshold_components(p, spacing=sp, min_size_nm3=5 * 640.0)
@@ -76,7 +79,8 @@ def test_fill_holes_by_size_in_nm3():
     m[2:4, 2:4, 5:7] = False  # an 8-voxel hole
     sp = (2.0, 1.0, 1.0)  # 2 nm^3 per voxel
     small = threshold_components(m, spacing=sp, max_hole_nm3=2.0)
-    assert small[4, 4, 4] == 1 and small[2, 2, 5] == 0
+    assert small[4, 4, 4] == 1
+    assert small[2, 2, 5] == 0
     both = threshold_components(m, spacing=sp, max_hole_nm3=16.0)
     assert both[2, 2, 5] == 1
     allh = threshold_components(m, fill_all_holes=True)

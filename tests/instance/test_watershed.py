@@ -71,12 +71,15 @@ def test_two_touching_spheres_are_split():
     lab = distance_watershed(a | b, min_seed_distance_nm=5)
     assert lab.max() == 2
     ia, ib = lab[12, 12, 12], lab[12, 12, 24]
-    assert ia != ib and ia > 0 and ib > 0
+    assert ia != ib
+    assert ia > 0
+    assert ib > 0
     # the split runs through the neck: each sphere's far half is its own
     assert (lab[a & ~b][:, None] > 0).all()
     far_a = a & (np.arange(a.shape[2]) < 14)[None, None, :]
     far_b = b & (np.arange(b.shape[2]) > 22)[None, None, :]
-    assert (lab[far_a] == ia).all() and (lab[far_b] == ib).all()
+    assert (lab[far_a] == ia).all()
+    assert (lab[far_b] == ib).all()
     # probability input: same split with the threshold
     prob = (a | b).astype(np.float32) * 0.8
     assert np.array_equal(distance_watershed(prob, threshold=0.5, min_seed_distance_nm=5), lab)
@@ -108,7 +111,8 @@ def test_find_seeds_nms_in_nm_and_plateaus():
     img[0, 0, [3, 6, 15]] = [5.0, 4.0, 3.0]
     s = find_seeds(img, spacing=(1, 1, 10), min_distance_nm=40, threshold=0)
     assert np.flatnonzero(s.ravel()).tolist() == [3, 15]  # 6 is 30 nm from 3
-    assert s[0, 0, 3] == 1 and s[0, 0, 15] == 2  # ids by decreasing value
+    assert s[0, 0, 3] == 1
+    assert s[0, 0, 15] == 2
     s2 = find_seeds(img, spacing=(1, 1, 10), min_distance_nm=20, threshold=0)
     assert s2.max() == 3
     plateau = np.zeros((1, 1, 9))
