@@ -19,7 +19,7 @@ from emseg import __version__
 from emseg.errors import EmsegError
 
 #: The verbs, in the order ``emseg --help`` lists them (module emseg.cli._<name>).
-COMMANDS = ["demo", "info", "convert", "blockwise-filter", "label", "forest", "classical", "evaluate", "train", "predict", "models"]
+COMMANDS = ["demo", "info", "convert", "blockwise-filter", "label", "instances", "forest", "classical", "evaluate", "train", "predict", "models", "measure", "catalog", "query"]
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
