@@ -275,8 +275,9 @@ def test_measured_volume_end_to_end(tmp_path):
     from emseg.morphometry import measure
 
     em = synthetic_em((8, 96, 96), seed=3)
-    m = measure(em.mitochondria, image=em.image, spacing=em.spacing)
-    emb = describe_objects(em.image, em.mitochondria, m.table, spacing=em.spacing)
+    m = measure(em.cells, image=em.image, spacing=em.spacing)
+    emb = describe_objects(em.image, em.cells, m.table, spacing=em.spacing)
+    assert len(m.table) > 3
     assert emb.shape == (len(m.table), 26)
     assert np.isfinite(emb).all()
     with open_catalog(tmp_path / "e.sqlite") as cat:
