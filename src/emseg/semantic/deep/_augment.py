@@ -84,7 +84,7 @@ def augment_patch(
     if config.transpose and img.shape[-1] == img.shape[-2] and rng.random() < 0.5:
         img = np.swapaxes(img, -1, -2)
         tgt = np.swapaxes(tgt, -1, -2)
-    img, tgt = np.ascontiguousarray(img), np.ascontiguousarray(tgt)
+    img, tgt = np.array(img, order="C"), np.array(tgt, order="C")  # copies: inputs untouched
     if rng.random() < config.elastic_prob:
         dy, dx = elastic_field(
             img.shape, alpha=config.elastic_alpha, sigma=config.elastic_sigma, rng=rng
@@ -104,17 +104,17 @@ def augment_patch(
         c = rng.uniform(*config.contrast)
         b = rng.uniform(-config.brightness, config.brightness)
         mean = float(img.mean())
-        img = (img - mean) * c + mean + b
+        img = ((img - mean) * c + mean + b).astype(np.float32)
         g = rng.uniform(*config.gamma)
         lo, hi = float(img.min()), float(img.max())
         if hi > lo:
-            img = ((img - lo) / (hi - lo)) ** g * (hi - lo) + lo
+            img = (((img - lo) / (hi - lo)) ** g * (hi - lo) + lo).astype(np.float32)
     if rng.random() < config.blur_prob:
         s = rng.uniform(*config.blur_sigma)
         sig = (0.0, s, s) if img.ndim == 3 else (s, s)
-        img = ndimage.gaussian_filter(img, sig)
+        img = ndimage.gaussian_filter(img, sig).astype(np.float32)
     if rng.random() < config.noise_prob:
-        img = img + rng.normal(0.0, config.noise_std, img.shape)
+        img = (img + rng.normal(0.0, config.noise_std, img.shape)).astype(np.float32)
     if nz > 1 and rng.random() < config.missing_section_prob:
         z = int(rng.integers(nz))
         img[z] = float(img.mean())

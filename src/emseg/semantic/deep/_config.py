@@ -361,7 +361,8 @@ def load_config(source: str | os.PathLike[str] | dict[str, Any]) -> TrainConfig:
         The file does not exist.
     """
     if isinstance(source, dict):
-        return from_dict(TrainConfig, source)  # type: ignore[no-any-return]
+        cfg0: TrainConfig = from_dict(TrainConfig, source)
+        return cfg0
     p = Path(source)
     if not p.is_file():
         raise DatasetNotFoundError(f"config file {str(p)!r} does not exist.")
@@ -376,7 +377,7 @@ def load_config(source: str | os.PathLike[str] | dict[str, Any]) -> TrainConfig:
         raise EmsegTypeError(f"config file {str(p)!r} must hold a mapping at top level.")
     cfg: TrainConfig = from_dict(TrainConfig, data)
     d = cfg.data
-    fixes = {}
+    fixes: dict[str, Any] = {}
     for name in ("image", "labels", "val_image", "val_labels"):
         v = getattr(d, name)
         if v and "://" not in v and not Path(v).is_absolute():

@@ -109,13 +109,15 @@ def affinity_target(
     for i, off in enumerate(offsets):
         if len(off) != labels.ndim:
             raise EmsegValueError(f"offset {tuple(off)} needs {labels.ndim} entries.")
-        src, dst = [], []
+        src: list[slice] = []
+        dst: list[slice] = []
         for o, n in zip(off, labels.shape, strict=True):
             src.append(slice(max(0, -o), n - max(0, o)))
             dst.append(slice(max(0, o), n - max(0, -o)))
         a, b = labels[tuple(src)], labels[tuple(dst)]
-        aff[(i, *src)] = (a == b) & (a != 0)
-        mask[(i, *src)] = 1.0
+        key: tuple[int | slice, ...] = (i, *src)
+        aff[key] = (a == b) & (a != 0)
+        mask[key] = 1.0
     return aff, mask
 
 

@@ -98,7 +98,7 @@ class Predictor:
         self.device = next(self.net.parameters()).device
         if channels_last:
             fmt = torch.channels_last_3d if model.dim == 3 else torch.channels_last
-            self.net = self.net.to(memory_format=fmt)
+            self.net = self.net.to(memory_format=fmt)  # type: ignore[call-overload]
             self.fmt = fmt
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -117,7 +117,7 @@ class Predictor:
         if self.model.dim == 2:
             x = x[:, :, 0]
         spatial = tuple(range(2, x.ndim))
-        flips = [()]
+        flips: list[tuple[int, ...]] = [()]
         if self.tta:
             flips = [c for r in range(len(spatial) + 1) for c in itertools.combinations(spatial, r)]
         with torch.inference_mode():

@@ -97,7 +97,8 @@ def _norm(kind: str, ndim: int, ch: int) -> nn.Module:
 
 def _conv(ndim: int, cin: int, cout: int, kernel: Sequence[int]) -> nn.Module:
     cls = nn.Conv3d if ndim == 3 else nn.Conv2d
-    return cls(cin, cout, tuple(kernel), padding=tuple(k // 2 for k in kernel))
+    pad = tuple(k // 2 for k in kernel)
+    return cls(cin, cout, tuple(kernel), padding=pad)  # type: ignore[arg-type]
 
 
 class ConvBlock(nn.Module):
@@ -201,7 +202,7 @@ class UNet(nn.Module):
         for level in range(depth - 2, -1, -1):
             ch = channels[level]
             p = plan.pools[level]
-            self.ups.append(up_cls(channels[level + 1], ch, p, p))
+            self.ups.append(up_cls(channels[level + 1], ch, p, p))  # type: ignore[arg-type]
             self.decoders.append(
                 ConvBlock(ndim, 2 * ch, ch, plan.kernels[level], norm=norm, residual=residual)
             )

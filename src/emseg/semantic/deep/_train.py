@@ -323,13 +323,13 @@ def _batch(
         ts.append(t)
         ms.append(m)
     x = torch.from_numpy(np.stack(xs))[:, None]
-    t = torch.from_numpy(np.stack(ts))
-    m = torch.from_numpy(np.stack(ms).astype(np.float32))
+    tt = torch.from_numpy(np.stack(ts))
+    mm = torch.from_numpy(np.stack(ms).astype(np.float32))
     if cfg.network.dim == 2:  # drop the z axis of (1, Y, X) patches
         x = x[:, :, 0]
-        t = t[..., 0, :, :]
-        m = m[..., 0, :, :]
-    return x, t, m
+        tt = tt[..., 0, :, :]
+        mm = mm[..., 0, :, :]
+    return x, tt, mm
 
 
 def _loss(
