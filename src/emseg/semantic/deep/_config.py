@@ -217,6 +217,7 @@ class TrainConfig:
     checkpoint_every: int = 100
     init_from: str | None = None
     freeze_encoder: bool = False
+    card: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.checkpoint_every < 1:

@@ -180,7 +180,7 @@ class _Run:
         self.cfg, self.out = config, out
         d = config.data
         self.image = _open(image if image is not None else d.image, d.spacing)
-        self.labels = _open(labels if labels is not None else d.labels, None)
+        self.labels = _open(labels if labels is not None else d.labels, d.spacing)
         if tuple(self.image.shape) != tuple(self.labels.shape):
             raise EmsegValueError(
                 f"`data.image` and `data.labels` must have the same shape; got "
@@ -199,7 +199,7 @@ class _Run:
         vl = val_labels if val_labels is not None else d.val_labels
         self.val_image = self.val_labels = None
         if vi is not None and vl is not None:
-            self.val_image, self.val_labels = _open(vi, d.spacing), _open(vl, None)
+            self.val_image, self.val_labels = _open(vi, d.spacing), _open(vl, d.spacing)
         elif d.val_z is not None:
             z0, z1 = d.val_z
             if nd != 3 or z1 > nz:
@@ -581,6 +581,17 @@ def train(
             }
         )
         final.save(out_p, overwrite=True)
+        card = {
+            "name": cfg.name,
+            **cfg.card,
+            "classes": list(cfg.data.class_names),
+            "spacing_nm": list(run.spacing),
+            "validation": dict(state["best_scores"]),
+            "validation_step": state.get("best_step"),
+            "steps": step,
+            "precision": precision,
+        }
+        (out_p / "card.json").write_text(json.dumps(card, indent=2))
     return TrainResult(final, out_p, step, dict(state["best_scores"]), history, precision)
 
 
