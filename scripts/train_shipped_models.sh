@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Train the models that ship with emseg and copy them into src/emseg/models/.
+#
+#   scripts/train_shipped_models.sh [membranes-2d] [mitochondria]   (default: both)
+#
+# Hours of CPU each: run on a quiet machine. A killed run continues where it
+# stopped when the script is started again (emseg train --resume). Each run
+# selects its model on the validation split only (ISBI 2012 sections 24-29,
+# Lucchi++ z 60-79) and writes card.json with the validation scores; the ISBI
+# V_rand / V_info of the membrane model are added to its card below.
+# Set EMSEG_THREADS to limit torch threads.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-.venv/bin/python}
+EMSEG=${EMSEG:-.venv/bin/emseg}
+RUNS=${RUNS:-runs}
+THREADS=${EMSEG_THREADS:-}
+models=("$@")
+[ ${#models[@]} -eq 0 ] && models=(membranes-2d mitochondria)
+
+for name in "${models[@]}"; do
+  out="$RUNS/$name"
+  args=(configs/"$name".yaml "$out" --no-progress)
+  [ -n "$THREADS" ] && args+=(--threads "$THREADS")
+  if [ -f "$out/checkpoints/last/state.json" ] && [ ! -f "$out/model.safetensors" ]; then
+    args+=(--resume)
+  elif [ -d "$out" ] && [ ! -f "$out/model.safetensors" ]; then
+    args+=(--overwrite)
+  fi
+  if [ ! -f "$out/model.safetensors" ]; then
+    "$EMSEG" train "${args[@]}"
+  fi
+  # full validation scores (ISBI V_rand / V_info for membranes) into the card
+  "$PY" - "$name" "$out" <<'PYEOF'
+import json, sys
+import numpy as np
+from emseg.semantic.deep import evaluate, load_config, load_model
+from emseg.io import open_image
+name, out = sys.argv[1], sys.argv[2]
+cfg = load_config(f"configs/{name}.yaml")
+model = load_model(out)
+z0, z1 = cfg.data.val_z
+img = open_image(cfg.data.image, spacing=cfg.data.spacing)[z0:z1]
+lab = open_image(cfg.data.labels, spacing=cfg.data.spacing)[z0:z1]
+scores = evaluate(model, img, lab, tile_shape=cfg.validation.tile_shape,
+                  isbi=name.startswith("membranes"))
+card_p = f"{out}/card.json"
+card = json.load(open(card_p))
+card["validation"] = scores
+card["validation_split"] = f"z {z0}-{z1 - 1}"
+json.dump(card, open(card_p, "w"), indent=2)
+print(name, json.dumps(scores))
+PYEOF
+  size=$(stat -c %s "$out/model.safetensors")
+  if [ "$size" -gt 5000000 ]; then
+    echo "$name: model.safetensors is $size bytes (> 5 MB); not shipping it" >&2
+    continue
+  fi
+  mkdir -p "src/emseg/models/$name"
+  cp "$out/model.safetensors" "$out/config.json" "$out/card.json" "src/emseg/models/$name/"
+  echo "shipped $name -> src/emseg/models/$name"
+done
