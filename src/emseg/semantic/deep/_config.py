@@ -276,7 +276,9 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
                 return _convert(a, value, path)
             except ConfigError as exc:
                 errors.append(str(exc))
-        raise (errors and ConfigError(errors[-1])) or _fail(path, f"got {value!r}")
+        if errors:
+            raise ConfigError(errors[-1])
+        raise _fail(path, f"got {value!r}")
     if origin is Literal:
         if value not in args:
             raise _fail(path, f"must be one of {', '.join(map(repr, args))}; got {value!r}")
