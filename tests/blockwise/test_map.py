@@ -262,3 +262,19 @@ def test_lazy_image_and_zarr_inputs(tmp_path, volume):
     np.testing.assert_allclose(out[:], ref, atol=1e-5)
     out2 = median_filter(src, size=3, unit="voxel", block_shape=8, chunks=8, progress=False)
     np.testing.assert_array_equal(out2[:], ndimage.median_filter(volume, 3))
+
+
+def test_sharded_output_aligns_to_shards(tmp_path, volume):
+    arr = zarr.create_array(
+        store=str(tmp_path / "sharded.zarr"),
+        shape=volume.shape,
+        dtype="f4",
+        chunks=(3, 7, 8),
+        shards=(6, 21, 24),
+    )
+    with pytest.raises(ChunkAlignmentError):
+        gaussian_filter(volume, sigma=1, out=arr, block_shape=(3, 7, 8), progress=False)
+    out = gaussian_filter(volume, sigma=1, unit="voxel", out=arr, progress=False)
+    np.testing.assert_allclose(
+        out[:], ndimage.gaussian_filter(volume.astype(np.float32), 1), atol=1e-5
+    )

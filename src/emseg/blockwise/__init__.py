@@ -10,7 +10,7 @@ Every job runs serially, on local threads (default) or on a Dask
 after a kill. See ``docs/blockwise.md``.
 """
 
-from emseg.blockwise._execute import CONNECT_TIMEOUT, TreeReducer
+from emseg.blockwise._execute import CONNECT_TIMEOUT, SchedulerLike, TreeReducer
 from emseg.blockwise._filters import gaussian_filter, gaussian_halo, median_filter
 from emseg.blockwise._geometry import (
     Block,
@@ -39,6 +39,7 @@ __all__ = [
     "Histogram",
     "Journal",
     "Roi",
+    "SchedulerLike",
     "SparseCounts",
     "TreeReducer",
     "check_chunk_alignment",

@@ -65,11 +65,14 @@ def default_chunks(shape: Sequence[int]) -> tuple[int, ...]:
 
 
 def resolve_chunks(out: Any, chunks: Any, shape: tuple[int, ...]) -> tuple[int, ...]:
-    """The output's chunks: an existing array's, else `chunks` (int or per axis), else default."""
+    """The output's write unit: an existing array's chunks (shards when sharded), else
+    `chunks` (int or per axis), else the default."""
     from emseg.blockwise._geometry import parse_block_shape
 
     if hasattr(out, "chunks"):
-        return tuple(int(c) for c in out.chunks)
+        # with zarr sharding, the shard is the unit a writer rewrites: align to it
+        unit = getattr(out, "shards", None) or out.chunks
+        return tuple(int(c) for c in unit)
     if chunks is None:
         return default_chunks(shape)
     return tuple(
