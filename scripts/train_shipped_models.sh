@@ -48,6 +48,15 @@ card_p = f"{out}/card.json"
 card = json.load(open(card_p))
 card["validation"] = scores
 card["validation_split"] = f"z {z0}-{z1 - 1}"
+# scores on a fixed crop, checked by tests/deep/test_registry.py
+from emseg.data import data_root
+box = [[z0, z0 + 2], [0, 256], [0, 256]]
+sl = tuple(slice(a, b) for a, b in box)
+ci = open_image(cfg.data.image, spacing=cfg.data.spacing)[sl]
+cl = open_image(cfg.data.labels, spacing=cfg.data.spacing)[sl]
+crop = evaluate(model, ci, cl)
+card["crop_validation"] = {"box": box, "data_root_at_training": str(data_root()),
+                           "scores": {k: crop[k] for k in ("iou", "accuracy")}}
 json.dump(card, open(card_p, "w"), indent=2)
 print(name, json.dumps(scores))
 PYEOF
