@@ -12,9 +12,19 @@ import pandas as pd
 import pytest
 from scipy.spatial import cKDTree
 
-from emseg.catalog import contacts, describe_objects, like, near, open_catalog, parse_query
+from emseg.catalog import (
+    PostgresCatalog,
+    SQLiteCatalog,
+    contacts,
+    describe_objects,
+    like,
+    near,
+    open_catalog,
+    parse_query,
+)
 from emseg.errors import DatasetNotFoundError, EmsegValueError, FormatError
 
+BACKENDS = ("sqlite", "postgresql")
 CLASSES = ("mitochondrion", "vesicle", "nucleus", 'it\'s "odd"')
 
 
@@ -41,13 +51,13 @@ def random_objects(rng, n, *, extent=20000.0, name_offset=0):
     return table, pts
 
 
-@pytest.fixture(scope="module")
-def filled(tmp_path_factory):
+@pytest.fixture(scope="module", params=BACKENDS)
+def filled(request, new_location):
+    """One catalog per backend with 3000 random objects (same content on both)."""
     rng = np.random.default_rng(7)
-    path = tmp_path_factory.mktemp("cat") / "cat.sqlite"
     table, pts = random_objects(rng, 3000)
     emb = rng.normal(size=(3000, 6)).astype(np.float32)
-    cat = open_catalog(path)
+    cat = open_catalog(new_location(request.param))
     cat.add_dataset(
         "ds'; DROP TABLE objects; --",
         table,
@@ -139,13 +149,6 @@ def _stack(pts, ids):
     return allp, owner
 
 
-def _stack(pts, ids):
-    """All points of `ids` and the owner id of each (for an all-points KD-tree)."""
-    allp = np.concatenate([pts[i] for i in ids])
-    owner = np.repeat(np.asarray(ids), [len(pts[i]) for i in ids])
-    return allp, owner
-
-
 def _brute_distances(pts, t):
     from scipy.spatial.distance import cdist
 
@@ -224,16 +227,62 @@ def test_not_a_catalog(tmp_path):
         open_catalog(tmp_path / "missing.sqlite", create=False)
 
 
-def test_duplicate_dataset_and_rollback(tmp_path, rng):
+def test_not_a_catalog_postgres(new_location):
+    import psycopg
+
+    url = new_location("postgresql")
+    with pytest.raises(FormatError, match="holds no emseg catalog"):
+        open_catalog(url, create=False)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE objects (a integer)")
+    with pytest.raises(FormatError, match="not an emseg catalog"):
+        open_catalog(url)
+    url2 = new_location("postgresql")
+    with psycopg.connect(url2, autocommit=True) as conn:
+        conn.execute("CREATE TABLE notes (a text)")
+    with pytest.raises(FormatError, match="not an emseg catalog"):
+        open_catalog(url2)
+    url3 = new_location("postgresql")
+    with psycopg.connect(url3, autocommit=True) as conn:
+        conn.execute("CREATE TABLE emseg_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        conn.execute("INSERT INTO emseg_meta VALUES ('schema_version', '999')")
+    with pytest.raises(FormatError, match="schema"):
+        open_catalog(url3)
+    bad_url = url.rsplit(":", 1)[0] + ":1/postgres"  # nothing listens on port 1
+    with pytest.raises(DatasetNotFoundError, match="cannot connect"):
+        open_catalog(bad_url)
+
+
+def test_open_catalog_picks_backend(backend, new_location):
+    with open_catalog(new_location(backend)) as cat:
+        kind = PostgresCatalog if backend == "postgresql" else SQLiteCatalog
+        assert isinstance(cat, kind)
+        assert len(cat) == 0
+        assert cat.query().empty
+
+
+def test_duplicate_dataset_and_rollback(backend, new_location, rng):
     table, pts = random_objects(rng, 20)
-    with open_catalog(tmp_path / "c.sqlite") as cat:
+    loc = new_location(backend)
+    with open_catalog(loc) as cat:
         cat.add_dataset("a", table, points=pts)
         with pytest.raises(EmsegValueError, match="already"):
             cat.add_dataset("a", table)
         with pytest.raises(EmsegValueError, match="embeddings"):
             cat.add_dataset("b", table, embeddings=np.zeros((3, 2)))
+        bad = table.copy()  # fails inside the transaction, after the dataset row
+        bad["bbox_zmin_nm"] = bad["bbox_zmin_nm"].astype(object)
+        bad.loc[7, "bbox_zmin_nm"] = "not a number"
+        with pytest.raises(ValueError):
+            cat.add_dataset("c", bad)
         assert len(cat) == 20
-        assert len(cat.datasets()) == 1
+        assert cat.datasets()["name"].tolist() == ["a"]
+        # still writable after the rolled-back attempts
+        cat.add_dataset("d", table)
+        assert len(cat) == 40
+        assert cat.ids().tolist() == list(range(1, 41))
+    with open_catalog(loc, create=False) as cat:
+        assert len(cat) == 40
 
 
 WRITER = textwrap.dedent(
@@ -244,43 +293,64 @@ WRITER = textwrap.dedent(
     from emseg.catalog import open_catalog
     who = sys.argv[1]
     rng = np.random.default_rng(int(who == 'b'))
-    for i in range(6):
-        t, p = random_objects(rng, 300)
+    for i in range(4):
+        t, p = random_objects(rng, 250)
         with open_catalog(sys.argv[2], ) as cat:
             cat.add_dataset(f"{{who}}{{i}}", t, points=p)
     """
 )
 
 
-def test_concurrent_writers(tmp_path):
+def test_concurrent_writers(backend, new_location):
     import pathlib
 
-    path = tmp_path / "shared.sqlite"
-    open_catalog(path).close()
+    loc = new_location(backend)
+    open_catalog(loc).close()
     code = WRITER.format(tests=str(pathlib.Path(__file__).parent))
-    procs = [subprocess.Popen([sys.executable, "-c", code, who, str(path)]) for who in "ab"]
+    procs = [subprocess.Popen([sys.executable, "-c", code, who, str(loc)]) for who in "ab"]
     assert [p.wait(timeout=120) for p in procs] == [0, 0]
-    with open_catalog(path) as cat:
-        assert len(cat.datasets()) == 12
-        assert len(cat) == 12 * 300
-        assert cat.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    with open_catalog(loc) as cat:
+        assert sorted(cat.datasets()["name"]) == sorted(f"{w}{i}" for w in "ab" for i in range(4))
+        assert len(cat) == 8 * 250
         ids = cat.ids().tolist()
-        assert ids == list(range(1, 3601))
-        n_rtree = cat.conn.execute("SELECT COUNT(*) FROM objects_rtree").fetchone()[0]
-        assert n_rtree == 3600
+        assert ids == list(range(1, 2001))
+        # every dataset's objects are one contiguous block of ids (one transaction each)
+        for did in cat.datasets()["id"]:
+            got = cat.ids(f"dataset_id = {did}")
+            assert len(got) == 250
+            assert got[-1] - got[0] == 249
+        if backend == "sqlite":
+            assert cat.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+            n_rtree = cat.conn.execute("SELECT COUNT(*) FROM objects_rtree").fetchone()[0]
+            assert n_rtree == 2000
+        # the spatial index answers like a scan of all boxes
+        box = np.array([0, 10000, 0, 10000, 0, 10000.0])
+        everything = cat.boxes(ids)
+        ref = [
+            i
+            for i, b in everything.items()
+            if all(b[2 * k + 1] >= box[2 * k] and b[2 * k] <= box[2 * k + 1] for k in range(3))
+        ]
+        assert cat.box_candidates(box).tolist() == sorted(ref)
 
 
-def test_measured_volume_end_to_end(tmp_path):
+@pytest.fixture(scope="module")
+def measured():
     from emseg.data import synthetic_em
     from emseg.morphometry import measure
 
     em = synthetic_em((8, 96, 96), seed=3)
     m = measure(em.cells, image=em.image, spacing=em.spacing)
     emb = describe_objects(em.image, em.cells, m.table, spacing=em.spacing)
+    return m, emb
+
+
+def test_measured_volume_end_to_end(backend, new_location, measured):
+    m, emb = measured
     assert len(m.table) > 3
     assert emb.shape == (len(m.table), 26)
     assert np.isfinite(emb).all()
-    with open_catalog(tmp_path / "e.sqlite") as cat:
+    with open_catalog(new_location(backend)) as cat:
         cat.add_dataset("syn", m.table, points=m.points, embeddings=emb)
         got = cat.query("volume_nm3 > 0", sort="volume_nm3", descending=True)
         assert list(got["label"]) == list(

@@ -60,6 +60,11 @@ class Catalog:
     def _insert_boxes(self, cur: Any, rows: list[tuple[Any, ...]]) -> None:
         """Index the boxes of new objects (SQLite: R*Tree; PostgreSQL: nothing extra)."""
 
+    def _insert_rows(self, cur: Any, columns: list[str], rows: list[tuple[Any, ...]]) -> None:
+        """Insert object rows (PostgreSQL overrides this with ``COPY``)."""
+        ph = ", ".join([self.ph] * len(columns))
+        cur.executemany(f"INSERT INTO objects ({', '.join(columns)}) VALUES ({ph})", rows)
+
     def close(self) -> None:
         self.conn.close()
 
@@ -177,7 +182,6 @@ class Catalog:
             "embedding",
             "points",
         ]
-        sql = f"INSERT INTO objects ({', '.join(cols)}) VALUES ({', '.join([self.ph] * len(cols))})"
         present = [c for c in NUMERIC_COLUMNS if c in table.columns]
         data = {c: table[c].to_numpy(np.float64) for c in present}
         n = len(table)
@@ -216,11 +220,11 @@ class Catalog:
                 (oid, *(float(data[f"bbox_{a}{e}_nm"][i]) for a in AXES for e in ("min", "max")))
             )
             if len(rows) >= BATCH:
-                cur.executemany(sql, rows)
+                self._insert_rows(cur, cols, rows)
                 self._insert_boxes(cur, boxes)
                 rows, boxes = [], []
         if rows:
-            cur.executemany(sql, rows)
+            self._insert_rows(cur, cols, rows)
             self._insert_boxes(cur, boxes)
         return n
 

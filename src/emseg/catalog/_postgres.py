@@ -9,6 +9,7 @@ on their (min, max) columns per axis instead of an R*Tree. Needs the
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,11 +17,25 @@ import numpy as np
 
 from emseg.catalog._catalog import Catalog
 from emseg.catalog._schema import SCHEMA_VERSION, ddl
-from emseg.errors import EmsegError, FormatError
+from emseg.errors import DatasetNotFoundError, EmsegError, FormatError
+
+#: Advisory lock key held while the schema is created ("emseg" in ASCII).
+CREATE_LOCK = 0x656D736567
+
+
+def redact(url: str) -> str:
+    """`url` with any password replaced by ``***`` (for messages and logs)."""
+    return re.sub(r"(://[^:/@]+:)[^@/]*@", r"\1***@", url)
 
 
 class PostgresCatalog(Catalog):
-    """A catalog in a PostgreSQL database given by a ``postgresql://`` URL."""
+    """A catalog in a PostgreSQL database given by a ``postgresql://`` URL.
+
+    The connection runs in autocommit mode, so reads never hold a transaction
+    open; each :meth:`~emseg.catalog.Catalog.add_dataset` is one explicit
+    transaction that takes a ``SHARE ROW EXCLUSIVE`` lock on the two tables
+    (writers queue, readers go on) and loads the objects with ``COPY``.
+    """
 
     ph = "%s"
     dialect = "postgres"
@@ -33,34 +48,60 @@ class PostgresCatalog(Catalog):
                 "a PostgreSQL catalog needs the psycopg driver: pip install 'psycopg[binary]>=3.2'."
             ) from exc
         self.url = url
-        self.conn = psycopg.connect(url)
+        shown = redact(url)
+        try:
+            self.conn = psycopg.connect(url, autocommit=True)
+        except psycopg.OperationalError as exc:
+            raise DatasetNotFoundError(
+                f"cannot connect to the PostgreSQL catalog {shown!r}: {str(exc).strip()}; "
+                "check the host, port, user and database in the URL."
+            ) from exc
         cur = self.conn.cursor()
-        cur.execute("SELECT to_regclass('emseg_meta'), to_regclass('objects')")
-        meta, objects = cur.fetchone()
-        if objects is not None and meta is None:
-            raise FormatError(f"database {url!r} has an objects table but is not an emseg catalog.")
-        if meta is None:
-            if not create:
-                raise FormatError(f"database {url!r} holds no emseg catalog.")
-            for stmt in ddl("postgres"):
-                cur.execute(stmt)
-            cur.execute(
-                "INSERT INTO emseg_meta (key, value) VALUES ('schema_version', %s) "
-                "ON CONFLICT (key) DO NOTHING",
-                (str(SCHEMA_VERSION),),
+        cur.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()"
+        )
+        tables = {r[0] for r in cur.fetchall()}
+        if tables and "emseg_meta" not in tables:
+            self.conn.close()
+            raise FormatError(
+                f"database {shown!r} holds tables ({', '.join(sorted(tables)[:5])}) but is not "
+                "an emseg catalog (no emseg_meta table); use an empty database."
             )
+        if not tables:
+            if not create:
+                self.conn.close()
+                raise FormatError(
+                    f"database {shown!r} holds no emseg catalog; create it with `emseg catalog add`."
+                )
+            with self.conn.transaction():
+                # two processes creating the same catalog at once: one at a time
+                cur.execute("SELECT pg_advisory_xact_lock(%s)", (CREATE_LOCK,))
+                for stmt in ddl("postgres"):
+                    cur.execute(stmt)
+                cur.execute(
+                    "INSERT INTO emseg_meta (key, value) VALUES ('schema_version', %s) "
+                    "ON CONFLICT (key) DO NOTHING",
+                    (str(SCHEMA_VERSION),),
+                )
         else:
             cur.execute("SELECT value FROM emseg_meta WHERE key = 'schema_version'")
             row = cur.fetchone()
             if row is None or int(row[0]) != SCHEMA_VERSION:
+                self.conn.close()
                 raise FormatError(
-                    f"database {url!r} has catalog schema {row}; expected {SCHEMA_VERSION}."
+                    f"database {shown!r} has catalog schema version {row and row[0]}; "
+                    f"this emseg reads version {SCHEMA_VERSION}."
                 )
-        self.conn.commit()
 
     def _begin_write(self, cur: Any) -> None:
         # one writer at a time assigns ids; readers are not blocked
+        cur.execute("BEGIN")
         cur.execute("LOCK TABLE datasets, objects IN SHARE ROW EXCLUSIVE MODE")
+
+    def _insert_rows(self, cur: Any, columns: list[str], rows: list[tuple[Any, ...]]) -> None:
+        with cur.copy(f"COPY objects ({', '.join(columns)}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
 
     def box_candidates(
         self, box: Sequence[float] | np.ndarray, *, exclude_dataset: int | None = None
