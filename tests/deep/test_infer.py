@@ -201,3 +201,16 @@ def test_config_file_roundtrip(tmp_path, tiny_config):
     from emseg.semantic.deep._config import from_dict
 
     assert from_dict(type(cfg), cfg.to_dict()) == cfg
+
+
+def test_default_prediction_blocks_span_three_strides():
+    from emseg.semantic.deep._infer import prediction_block_shape
+
+    # stride 384 -> 3 strides = 1152 -> 5 chunks of 256; z (tile 1) one chunk
+    assert prediction_block_shape((30, 4096, 4096), (1, 512, 512), 0.25, (8, 256, 256)) == (
+        8,
+        1280,
+        1280,
+    )
+    assert prediction_block_shape((512,) * 3, (96,) * 3, 0.25, (64,) * 3) == (256, 256, 256)
+    assert prediction_block_shape((50, 70), (1, 32, 32), 0.5, (50, 70)) == (50, 70)
