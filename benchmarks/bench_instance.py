@@ -1,9 +1,11 @@
 """Instance segmentation: watershed speed, blockwise components memory, agglomeration.
 
 - Seeded watershed on a 256^3 float32 volume with 1250 seeds (6-connectivity):
-  emseg's compiled priority flood (float heap; and the bucket queue on the
-  same volume quantised to uint8) against ``skimage.segmentation.watershed``
-  on the same inputs, with the fraction of equal voxels.
+  emseg's compiled priority flood (exact float heap; bucket queue on the
+  float volume quantised to 65536 levels; bucket queue on the volume
+  quantised to uint8, given to both) against
+  ``skimage.segmentation.watershed`` on the same inputs, with the fraction
+  of voxels equal to skimage's result.
 - Blockwise components (threshold + size filter in nm^3) on a 512^3 uint8
   zarr volume against ``cc3d`` in memory; peak RSS of the blockwise job (in a
   child process) as a fraction of the volume's size.
@@ -33,7 +35,6 @@ from pathlib import Path
 import numpy as np
 
 CHUNKS = (64, 64, 64)
-BLOCK = (128, 128, 128)
 
 
 def _timed(fn):
@@ -66,6 +67,7 @@ def bench_watershed(n: int, n_seeds: int = 1250) -> dict:
     seeded_watershed(q[:8, :8, :8].copy(), markers[:8, :8, :8].copy())
     t_heap, ours = _timed(lambda: seeded_watershed(img, markers))
     t_bucket, ours_q = _timed(lambda: seeded_watershed(q, markers))
+    t_levels, ours_l = _timed(lambda: seeded_watershed(img, markers, levels=65536))
     t_sk, ref = _timed(lambda: watershed(img, markers, connectivity=1))
     t_sk_q, ref_q = _timed(lambda: watershed(q, markers, connectivity=1))
     return {
@@ -75,6 +77,9 @@ def bench_watershed(n: int, n_seeds: int = 1250) -> dict:
         "emseg heap float32 s": t_heap,
         "speedup float32": t_sk / t_heap,
         "equal voxels float32": float((ours == ref).mean()),
+        "emseg bucket float32 quantised to 65536 levels s": t_levels,
+        "speedup float32 quantised": t_sk / t_levels,
+        "equal voxels float32 quantised": float((ours_l == ref).mean()),
         "skimage uint8 s": t_sk_q,
         "emseg bucket uint8 s": t_bucket,
         "speedup uint8": t_sk_q / t_bucket,
@@ -100,7 +105,7 @@ def _make_input(path: Path, n: int) -> None:
 MIN_SIZE_NM3 = 64 * 8.0  # 64 voxels at 2 nm isotropic
 
 
-def _components_child(src: str, out: str) -> None:
+def _components_child(src: str, out: str, block: str) -> None:
     import psutil
     import zarr
 
@@ -115,7 +120,7 @@ def _components_child(src: str, out: str) -> None:
             threshold=150,
             spacing=2.0,
             min_size_nm3=MIN_SIZE_NM3,
-            block_shape=BLOCK,
+            block_shape=int(block),
             chunks=CHUNKS,
             n_workers=2,
             progress=False,
@@ -133,7 +138,7 @@ def _components_child(src: str, out: str) -> None:
     )
 
 
-def bench_components(n: int) -> dict:
+def bench_components(n: int, block: int = 128) -> dict:
     import cc3d
     import zarr
 
@@ -153,7 +158,7 @@ def bench_components(n: int) -> dict:
         mask.clear()
         out = Path(tmp) / "objects.zarr"
         child = subprocess.run(
-            [sys.executable, __file__, "--components-child", str(src), str(out)],
+            [sys.executable, __file__, "--components-child", str(src), str(out), str(block)],
             capture_output=True,
             text=True,
             check=True,
@@ -161,6 +166,7 @@ def bench_components(n: int) -> dict:
         m = json.loads(child.stdout.strip().splitlines()[-1])
     return {
         "shape": [n, n, n],
+        "block": [block] * 3,
         "cc3d + size filter in memory s (no I/O)": t_cc3d,
         "emseg components_blockwise zarr->zarr s (2 threads)": m["seconds"],
         "ratio to cc3d": m["seconds"] / t_cc3d,
@@ -301,13 +307,14 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--ws-size", type=int, default=256)
     parser.add_argument("--cc-size", type=int, default=512)
+    parser.add_argument("--cc-block", type=int, default=128, help="block edge (components)")
     parser.add_argument(
         "--skip",
         nargs="*",
         default=[],
         choices=["watershed", "components", "flyem", "gala", "snemi"],
     )
-    parser.add_argument("--components-child", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--components-child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.components_child:
         _components_child(*args.components_child)
@@ -315,7 +322,7 @@ def main(argv: list[str] | None = None) -> dict:
     results: dict = {}
     steps = {
         "watershed": lambda: bench_watershed(args.ws_size),
-        "components": lambda: bench_components(args.cc_size),
+        "components": lambda: bench_components(args.cc_size, args.cc_block),
         "flyem": bench_flyem,
         "gala": bench_gala,
         "snemi": bench_snemi,

@@ -134,3 +134,16 @@ def test_bad_input():
         distance_watershed(np.zeros((4, 4), bool), min_seed_distance_nm=1, seeds="maxima")  # type: ignore[arg-type]
     with pytest.raises(EmsegValueError, match="min_distance_nm"):
         find_seeds(np.zeros((4, 4)), min_distance_nm=-1)
+
+
+def test_quantised_levels_equal_skimage_when_levels_separate_values(rng):
+    shape = (9, 10, 11)
+    img = rng.permutation(np.prod(shape)).reshape(shape).astype(np.float32)  # 990 distinct
+    markers = np.zeros(shape, np.int32)
+    markers.ravel()[rng.choice(img.size, 7, replace=False)] = np.arange(1, 8)
+    ref = watershed(img, markers, connectivity=1)
+    assert np.array_equal(seeded_watershed(img, markers, levels=65536), ref)
+    with pytest.raises(EmsegValueError, match="levels"):
+        seeded_watershed(img, markers, levels=1)
+    # few levels: ties appear, the flood still labels everything
+    assert (seeded_watershed(img, markers, levels=4) > 0).all()

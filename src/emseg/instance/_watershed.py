@@ -37,6 +37,7 @@ def seeded_watershed(
     markers: Any,
     *,
     mask: Any = None,
+    levels: int | None = None,
 ) -> np.ndarray:
     """Flood `markers` over `image` from low to high values (compiled, 6-connectivity).
 
@@ -50,6 +51,11 @@ def seeded_watershed(
         Seeds ``> 0``; each keeps its id. Markers outside `mask` are dropped.
     mask : ndarray of bool, same shape, optional
         Only these voxels are flooded (the rest stays 0).
+    levels : int, optional
+        Quantise a float `image` linearly (its min to max) to this many
+        levels (2 to 65536) and flood with the bucket queue: several times
+        faster, and equal to the exact flood except where two voxels fall
+        in the same level (then first-in first-out decides).
 
     Returns
     -------
@@ -88,6 +94,10 @@ def seeded_watershed(
     out = np.where(m, mk, 0).astype(out_dtype).ravel()
     nz, ny, nx = _shape3(img.shape)
     flat_mask = np.ascontiguousarray(m).ravel()
+    if levels is not None and img.dtype not in (np.uint8, np.uint16):
+        if not 2 <= int(levels) <= 65536:
+            raise EmsegValueError(f"`levels` must be in 2..65536; got {levels!r}.")
+        img = quantize(img, int(levels))
     if img.dtype in (np.uint8, np.uint16):
         levels = int(img.max()) + 1 if img.size else 1
         flood_buckets(np.ascontiguousarray(img).ravel(), out, flat_mask, nz, ny, nx, levels)
@@ -99,6 +109,16 @@ def seeded_watershed(
             )
         flood_heap(float_keys(img).ravel(), out, flat_mask, nz, ny, nx)
     return out.reshape(img.shape)
+
+
+def quantize(image: np.ndarray, levels: int) -> np.ndarray:
+    """`image` mapped linearly from [min, max] to integers 0..levels-1 (uint16; order kept)."""
+    lo = float(image.min()) if image.size else 0.0
+    hi = float(image.max()) if image.size else 0.0
+    scale = (levels - 1) / (hi - lo) if hi > lo else 0.0
+    out = np.empty(image.shape, dtype=np.uint16)
+    np.multiply(np.subtract(image, lo, dtype=np.float32), scale, out=out, casting="unsafe")
+    return out
 
 
 def _regional_maxima(values: np.ndarray, candidates: np.ndarray) -> np.ndarray:
@@ -204,6 +224,7 @@ def distance_watershed(
     seeds: SeedSource = "distance",
     sigma_nm: float | None = None,
     min_seed_value: float | None = None,
+    levels: int | None = 65536,
 ) -> np.ndarray:
     """Split touching objects: seeded watershed of the distance transform.
 
@@ -227,6 +248,10 @@ def distance_watershed(
         Gaussian smoothing (nm) of the map the seeds are found on.
     min_seed_value : float, optional
         Only maxima above this value become seeds (nm for "distance").
+    levels : int or None, default 65536
+        Flood the distance transform quantised to this many levels (bucket
+        queue, fast; distances closer than max / levels tie, first-in
+        first-out); None floods the exact float32 values (heap).
 
     Returns
     -------
@@ -264,4 +289,4 @@ def distance_watershed(
         mask=fg,
         sigma_nm=sigma_nm,
     )
-    return seeded_watershed(-dt, markers, mask=fg)
+    return seeded_watershed(-dt, markers, mask=fg, levels=levels)
