@@ -342,7 +342,7 @@ class Catalog:
         """Stored embedding vectors (float32) of each id that has one."""
         return self._blobs("embedding", ids, None)
 
-    def iter_embeddings(self, batch: int = 20000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def iter_embeddings(self, batch: int = 50000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """All (ids, embeddings) in batches, for exact nearest-neighbour scans."""
         cur = self.conn.cursor()
         last = 0
@@ -356,7 +356,8 @@ class Catalog:
             if not rows:
                 return
             ids = np.array([r[0] for r in rows], np.int64)
-            emb = np.stack([np.frombuffer(bytes(r[1]), np.float32) for r in rows])
+            emb = np.frombuffer(b"".join(bytes(r[1]) for r in rows), np.float32)
+            emb = emb.reshape(len(rows), -1)
             last = int(ids[-1])
             yield ids, emb
 

@@ -8,10 +8,12 @@ contrast; Gaussian gradient magnitude and Laplacian-of-Gaussian means inside
 and on the ring at two scales (8 and 24 nm); and shape descriptors from the
 morphometry row (log volume, elongation, flatness, solidity, sphericity).
 Vectors are standardised (z-score over the whole catalog) at query time and
-compared by Euclidean distance. The search is exact (a streamed numpy scan,
-batches of 20 000): hnswlib / faiss are not installed, and the scan answers
-in well under a second up to about 10^6 objects (see
-``benchmarks/bench_catalog.py``).
+compared by Euclidean distance. The search is exact: two streamed numpy
+scans (batches of 50 000; the first for the standardisation, the second for
+the distances), so its time and I/O grow linearly with the catalog and its
+memory stays at one batch. hnswlib / faiss are not installed; see
+``benchmarks/bench_catalog.py`` and ``docs/catalog.md`` for the measured
+latency and the catalog size beyond which an ANN index would be needed.
 """
 
 from __future__ import annotations
@@ -196,16 +198,19 @@ def like(
     mu = s1 / n
     sd = np.sqrt(np.maximum(s2 / n - mu**2, 0)) + 1e-9
     q = (vec - mu) / sd
-    allowed = set(catalog.ids(where).tolist()) if where else None
+    allowed = catalog.ids(where) if where else None
     heap: list[tuple[float, int]] = []
     for ids, e in catalog.iter_embeddings():
-        dist = np.sqrt((((e - mu) / sd - q) ** 2).sum(1))
-        k = min(len(dist), int(top) + 1)
-        for j in np.argpartition(dist, k - 1)[:k] if allowed is None else np.argsort(dist):
-            oid = int(ids[j])
-            if oid == exclude or (allowed is not None and oid not in allowed):
-                continue
-            heapq.heappush(heap, (-float(dist[j]), -oid))
+        keep = ids != (exclude if exclude is not None else -1)
+        if allowed is not None:
+            keep &= np.isin(ids, allowed, assume_unique=True)
+        ids = ids[keep]
+        dist = np.sqrt((((e[keep] - mu) / sd - q) ** 2).sum(1))
+        k = min(len(dist), int(top))
+        if k == 0:
+            continue
+        for j in np.argpartition(dist, k - 1)[:k]:
+            heapq.heappush(heap, (-float(dist[j]), -int(ids[j])))
             if len(heap) > int(top):
                 heapq.heappop(heap)
     best = sorted((-d, -o) for d, o in heap)

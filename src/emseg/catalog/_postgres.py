@@ -1,8 +1,9 @@
 """The same catalog on PostgreSQL (multi-user, large deployments).
 
 Same schema (:func:`~emseg.catalog._schema.ddl` with ``'postgres'``) and the
-same SQL as SQLite, with ``%s`` placeholders; boxes are indexed with btrees
-on their (min, max) columns per axis instead of an R*Tree. Needs the
+same SQL as SQLite, with ``%s`` placeholders; boxes are indexed with a GiST
+R-tree over their (x, y) extent (core ``box`` type, no extension needed) and
+z is filtered on the candidates, instead of SQLite's 3D R*Tree. Needs the
 ``psycopg`` (version 3) driver, which is an optional dependency
 (``pip install "psycopg[binary]>=3.2"``).
 """
@@ -16,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from emseg.catalog._catalog import Catalog
-from emseg.catalog._schema import SCHEMA_VERSION, ddl
+from emseg.catalog._schema import PG_BOX_YX, SCHEMA_VERSION, ddl
 from emseg.errors import DatasetNotFoundError, EmsegError, FormatError
 
 #: Advisory lock key held while the schema is created ("emseg" in ASCII).
@@ -109,9 +110,10 @@ class PostgresCatalog(Catalog):
         z0, z1, y0, y1, x0, x1 = map(float, box)
         cur = self.conn.cursor()
         cur.execute(
-            "SELECT id FROM objects WHERE bbox_zmax_nm >= %s AND bbox_zmin_nm <= %s "
+            f"SELECT id FROM objects WHERE {PG_BOX_YX} && box(point(%s, %s), point(%s, %s)) "
+            "AND bbox_zmax_nm >= %s AND bbox_zmin_nm <= %s "
             "AND bbox_ymax_nm >= %s AND bbox_ymin_nm <= %s "
             "AND bbox_xmax_nm >= %s AND bbox_xmin_nm <= %s ORDER BY id",
-            (z0, z1, y0, y1, x0, x1),
+            (x0, y0, x1, y1, z0, z1, y0, y1, x0, x1),
         )
         return np.array([r[0] for r in cur.fetchall()], np.int64)

@@ -5,7 +5,8 @@ catalog), ``datasets`` (name, image, segmentation, spacing, shape,
 provenance) and ``objects`` (one morphometry row per object, its bounding box
 in nm, class, an embedding and up to a few hundred surface points in nm as
 float32 BLOBs). SQLite adds an R*Tree ``objects_rtree`` over the boxes;
-PostgreSQL indexes the box columns with btrees.
+PostgreSQL indexes the (x, y) boxes with GiST (an R-tree in the plane; z is
+filtered on its candidates).
 """
 
 from __future__ import annotations
@@ -67,6 +68,10 @@ RESULT_COLUMNS: tuple[str, ...] = (
 )
 
 
+#: PostgreSQL expression indexed with GiST: the object's box in the (x, y) plane.
+PG_BOX_YX = "box(point(bbox_xmin_nm, bbox_ymin_nm), point(bbox_xmax_nm, bbox_ymax_nm))"
+
+
 def ddl(dialect: str) -> list[str]:
     """CREATE statements for `dialect` ('sqlite' or 'postgres')."""
     real = "REAL" if dialect == "sqlite" else "DOUBLE PRECISION"
@@ -105,9 +110,8 @@ def ddl(dialect: str) -> list[str]:
             "id, minz, maxz, miny, maxy, minx, maxx)"
         )
     else:
-        for a in AXES:
-            stmts.append(
-                f"CREATE INDEX IF NOT EXISTS objects_bbox_{a} ON objects "
-                f"(bbox_{a}min_nm, bbox_{a}max_nm)"
-            )
+        # an R-tree (GiST) over the (x, y) boxes; z is checked on the candidates
+        stmts.append(
+            f"CREATE INDEX IF NOT EXISTS objects_box_yx ON objects USING gist ({PG_BOX_YX})"
+        )
     return stmts
