@@ -467,9 +467,10 @@ class _SegmentTask:
         self.out[block.write_roi.to_slices()] = glob[block.write_in_read]
         halo = glob.copy()
         halo[block.write_in_read] = 0
-        tmp = self.halos / f".{block_id}.{uuid.uuid4().hex}.npy"
-        np.save(tmp, halo)
-        os.replace(tmp, self.halos / f"{block_id}.npy")
+        tmp = self.halos / f".{block_id}.{uuid.uuid4().hex}.npz"
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, halo=halo)  # the write region is zeros: small on disk
+        os.replace(tmp, self.halos / f"{block_id}.npz")
         self.journal.mark_done("segment", block_id, np.int64(ids.size))
 
 
@@ -487,7 +488,8 @@ class _PairsTask:
 
     def __call__(self, block_id: int) -> None:
         block = self.blocking[block_id]
-        mine = np.load(self.halos / f"{block_id}.npy")
+        with np.load(self.halos / f"{block_id}.npz") as f:
+            mine = f["halo"]
         theirs = np.asarray(self.out[block.read_roi.to_slices()]).astype(np.uint64)
         region = np.ones(mine.shape, dtype=bool)
         region[block.write_in_read] = False
