@@ -212,3 +212,22 @@ def test_bad_input(prob):
         components_blockwise(prob, spacing=(40, 4, 4), min_size_nm3=10, progress=False)
     with pytest.raises(EmsegValueError, match="min_iou"):
         link_sections_blockwise(np.zeros((2, 4, 4), np.uint8), min_iou=2, progress=False)
+
+
+def test_watershed_blockwise_on_disk_refuses_overwrite_and_resumes(tmp_path):
+    m = _pairs_of_spheres()
+    path = tmp_path / "ws.ome.zarr"
+    kw = {
+        "halo": 14,
+        "min_seed_distance_nm": 3,
+        "block_shape": (12, 20, 20),
+        "chunks": (12, 20, 20),
+    }
+    out = watershed_blockwise(m.astype(np.uint8), out=path, progress=False, **kw)
+    ref = distance_watershed(m, min_seed_distance_nm=3)
+    assert same(ref, out[:])
+    assert out.attrs["emseg"]["n_labels"] == 8
+    with pytest.raises(OutputExistsError):
+        watershed_blockwise(m.astype(np.uint8), out=path, progress=False, **kw)
+    again = watershed_blockwise(m.astype(np.uint8), out=path, progress=False, resume=True, **kw)
+    assert same(ref, again[:])
