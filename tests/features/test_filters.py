@@ -159,7 +159,7 @@ def test_blockwise_equals_in_memory(rng, block):
 
 
 def test_blockwise_to_ome_zarr(tmp_path, rng):
-    from emseg.io import open_image
+    from emseg.io import open_image, write_image
 
     img = rng.random((40, 48)).astype(np.float32)
     spec = FeatureSpec(scales=(2.0,), features=("gaussian", "structure"))
@@ -173,6 +173,12 @@ def test_blockwise_to_ome_zarr(tmp_path, rng):
     assert back.spacing == (2.0, 2.0)
     assert back.channel_names == tuple(feature_names(spec, 2))
     np.testing.assert_array_equal(back[:], compute_features(img, spacing=(2.0, 2.0), spec=spec))
+    # a lazy image is read whole, with its own spacing
+    write_image(img, tmp_path / "img.ome.zarr", spacing=(2.0, 2.0))
+    lazy = open_image(tmp_path / "img.ome.zarr")
+    np.testing.assert_array_equal(
+        compute_features(lazy, spec=spec), compute_features(img, spacing=(2.0, 2.0), spec=spec)
+    )
 
 
 def test_halo_and_defaults():

@@ -227,7 +227,16 @@ def _diff(a: np.ndarray, axis: int, step: float) -> np.ndarray:
 
 
 def check_image(image: Any, *, name: str = "image") -> np.ndarray:
-    """`image` as a finite real 2D/3D numpy array, or a clear error."""
+    """`image` as a finite real 2D/3D numpy array, or a clear error.
+
+    Lazy arrays (LazyImage, zarr) are read whole.
+    """
+    if (
+        not isinstance(image, np.ndarray)
+        and hasattr(image, "shape")
+        and hasattr(image, "__getitem__")
+    ):
+        image = image[...]
     arr = np.asarray(image)
     if arr.dtype == np.bool_ or not (
         np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)
