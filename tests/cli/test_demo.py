@@ -46,6 +46,35 @@ def test_demo_writes_reopenable_outputs_and_refuses_overwrite(tmp_path, capsys):
     for path in paths.values():
         assert Path(path).exists()
 
+    # measure -> catalog -> query
+    counts = summary["steps"]["measure"]["objects"]
+    assert counts["cells"] == syn["counts"]["cells"]
+    assert counts["mitochondria"] == syn["counts"]["mitochondria"]
+    from emseg.morphometry import read_table
+
+    for name, n in counts.items():
+        for ext in ("parquet", "csv"):
+            table = read_table(out / "morphometry" / f"{name}.{ext}")
+            assert len(table) == n
+    cells_table = read_table(out / "morphometry" / "cells.parquet")
+    np.testing.assert_array_equal(
+        np.sort(cells_table["voxel_count"]),
+        np.sort(np.bincount(c.ravel())[1:][np.bincount(c.ravel())[1:] > 0]),
+    )
+    from emseg.catalog import open_catalog
+
+    with open_catalog(out / "catalog.sqlite", create=False) as cat:
+        assert len(cat) == sum(counts.values()) == summary["steps"]["catalog"]["objects"]
+        assert sorted(cat.datasets()["name"]) == sorted(counts)
+    query = summary["steps"]["query"]
+    mito = read_table(out / "morphometry" / "mitochondria.parquet")
+    assert len(query["label"]["ids"]) == min(5, int((mito["volume_nm3"] > 1e5).sum()))
+    assert "label query: class = mitochondrion" in printed
+    assert "proximity: mitochondria within 500 nm of the nucleus" in printed
+    assert "image-based" in printed
+    for line in query["answers"]:
+        assert line in printed
+
     # the same image as the library makes
     from emseg.data import synthetic_em
 

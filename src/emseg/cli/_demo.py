@@ -45,5 +45,7 @@ def run(args: argparse.Namespace) -> int:
     if "preview" in result.steps:
         lines.append(f"  preview       {result.steps['preview']['path']}")
     lines.append(f"  summary       {result.summary_path}")
+    for step in result.steps.values():  # steps that answer questions (e.g. "query")
+        lines.extend(step.get("answers", []))
     print("\n".join(lines))
     return 0
