@@ -90,24 +90,26 @@ def seeded_watershed(
             raise EmsegValueError(
                 f"`mask` must have the shape of `image`; got {m.shape} and {img.shape}."
             )
-    out_dtype = np.uint64 if mk.size and int(mk.max()) > np.iinfo(np.uint32).max else np.uint32
-    out = np.where(m, mk, 0).astype(out_dtype).ravel()
+    top = int(mk.max()) if mk.size else 0
+    out_dtype = np.uint64 if top >= np.iinfo(np.uint32).max else np.uint32
+    blocked = np.iinfo(out_dtype).max  # sentinel for voxels outside the mask
+    out = np.where(m, mk, blocked).astype(out_dtype).ravel()
     nz, ny, nx = _shape3(img.shape)
-    flat_mask = np.ascontiguousarray(m).ravel()
     if levels is not None and img.dtype not in (np.uint8, np.uint16):
         if not 2 <= int(levels) <= 65536:
             raise EmsegValueError(f"`levels` must be in 2..65536; got {levels!r}.")
         img = quantize(img, int(levels))
     if img.dtype in (np.uint8, np.uint16):
-        levels = int(img.max()) + 1 if img.size else 1
-        flood_buckets(np.ascontiguousarray(img).ravel(), out, flat_mask, nz, ny, nx, levels)
+        n_levels = int(img.max()) + 1 if img.size else 1
+        flood_buckets(np.ascontiguousarray(img).ravel(), out, blocked, nz, ny, nx, n_levels)
     else:
         if img.size >= 2**32:
             raise EmsegValueError(
                 f"`image` has {img.size} voxels; the in-memory watershed handles fewer than "
                 "2**32. Run it blockwise (emseg.instance.watershed_blockwise)."
             )
-        flood_heap(float_keys(img).ravel(), out, flat_mask, nz, ny, nx)
+        flood_heap(float_keys(img).ravel(), out, blocked, nz, ny, nx)
+    out[out == blocked] = 0
     return out.reshape(img.shape)
 
 

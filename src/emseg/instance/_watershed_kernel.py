@@ -35,20 +35,24 @@ def _neighbour(i: int, k: int, z: int, y: int, x: int, nz: int, ny: int, nx: int
 def flood_buckets(
     priority: np.ndarray,
     out: np.ndarray,
-    mask: np.ndarray,
+    blocked: int,
     nz: int,
     ny: int,
     nx: int,
     n_levels: int,
 ) -> None:
-    """Flood `out` (flat labels, markers > 0 set) by integer `priority` (flat, 0..n_levels-1)."""
+    """Flood `out` (flat labels, markers > 0 set) by integer `priority` (flat, 0..n_levels-1).
+
+    Voxels outside the mask hold the sentinel `blocked` in `out` (so that one
+    read tells whether a neighbour is free); they are set back to 0 at the end.
+    """
     n = out.size
     nxt = np.full(n, -1, dtype=np.int64)
     head = np.full(n_levels, -1, dtype=np.int64)
     tail = np.full(n_levels, -1, dtype=np.int64)
     current = n_levels
     for i in range(n):
-        if out[i] != 0:
+        if out[i] != 0 and out[i] != blocked:
             p = priority[i]
             if tail[p] < 0:
                 head[p] = i
@@ -73,7 +77,7 @@ def flood_buckets(
         x = r - y * nx
         for k in range(6):
             j = _neighbour(i, k, z, y, x, nz, ny, nx)
-            if j < 0 or out[j] != 0 or not mask[j]:
+            if j < 0 or out[j] != 0:
                 continue
             out[j] = lab
             p = priority[j]
@@ -97,12 +101,14 @@ def float_keys(values: np.ndarray) -> np.ndarray:
 def flood_heap(
     keys: np.ndarray,
     out: np.ndarray,
-    mask: np.ndarray,
+    blocked: int,
     nz: int,
     ny: int,
     nx: int,
 ) -> None:
     """Flood `out` (flat labels, markers > 0 set) by uint32 priority `keys` (flat).
+
+    Voxels outside the mask hold the sentinel `blocked` (see ``flood_buckets``).
 
     The heap holds one uint64 per queued voxel, ``key << 32 | age``, so that
     (priority, age) order is one integer comparison; ``where[age]`` is the
@@ -116,7 +122,7 @@ def flood_heap(
     plane = ny * nx
     low = np.uint64(0xFFFFFFFF)
     for i in range(n):
-        if out[i] == 0:
+        if out[i] == 0 or out[i] == blocked:
             continue
         c = size
         item = (np.uint64(keys[i]) << np.uint64(32)) | np.uint64(age)
@@ -159,7 +165,7 @@ def flood_heap(
         x = r - y * nx
         for k in range(6):
             j = _neighbour(i, k, z, y, x, nz, ny, nx)
-            if j < 0 or out[j] != 0 or not mask[j]:
+            if j < 0 or out[j] != 0:
                 continue
             out[j] = lab
             c = size
