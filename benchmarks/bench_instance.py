@@ -330,8 +330,9 @@ def main(argv: list[str] | None = None) -> dict:
     for name, fn in steps.items():
         if name in args.skip:
             continue
-        results[name] = fn()
-        _table(name, {k: v for k, v in results[name].items() if k != "sweep"})
+        key = f"components block {args.cc_block}" if name == "components" else name
+        results[key] = fn()
+        _table(key, {k: v for k, v in results[key].items() if k != "sweep"})
     Path("bench_output").mkdir(exist_ok=True)
     old = {}
     path = Path("bench_output/instance.json")
