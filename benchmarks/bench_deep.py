@@ -139,7 +139,22 @@ def main(argv: list[str] | None = None) -> dict:
     vol = rng.integers(0, 255, (n, n, n), dtype=np.uint8)
     flops64 = conv_flops(model.network, (64, 64, 64))
     flops96 = conv_flops(model.network, (96, 96, 96))
-    rows = []
+    rows: list[dict] = []
+    result = {
+        "network": {
+            "dim": 3,
+            "channels": list(CHANNELS),
+            "norm": "batch",
+            "gflop_per_64cube": flops64 / 1e9,
+            "gflop_per_96cube": flops96 / 1e9,
+        },
+        "threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "memory_size": n,
+        "zarr_size": args.size,
+        "rows": rows,
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
 
     def add(name, seconds, voxels, flops, note=""):
         rows.append(
@@ -154,8 +169,10 @@ def main(argv: list[str] | None = None) -> dict:
         )
         print(
             f"{name:<34} {voxels / 1e6:8.2f} Mvox {seconds:8.2f} s "
-            f"{voxels / seconds / 1e6:8.3f} Mvox/s {flops / seconds / 1e9:8.1f} GFLOP/s  {note}"
+            f"{voxels / seconds / 1e6:8.3f} Mvox/s {flops / seconds / 1e9:8.1f} GFLOP/s  {note}",
+            flush=True,
         )
+        Path(args.out).write_text(json.dumps(result, indent=2))  # after every row
 
     ref = None
     for bf16 in (False, True):
@@ -231,19 +248,6 @@ def main(argv: list[str] | None = None) -> dict:
                 float("nan"),
                 "tile 96, blocks 128^3, 1 worker, float16 out",
             )
-    result = {
-        "network": {
-            "dim": 3,
-            "channels": list(CHANNELS),
-            "norm": "batch",
-            "gflop_per_64cube": flops64 / 1e9,
-            "gflop_per_96cube": flops96 / 1e9,
-        },
-        "threads": torch.get_num_threads(),
-        "cpu_count": os.cpu_count(),
-        "rows": rows,
-    }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))
     return result
 
