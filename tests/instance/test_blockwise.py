@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy import ndimage
 
 from emseg.errors import EmsegValueError, OutputExistsError
@@ -231,3 +233,25 @@ def test_watershed_blockwise_on_disk_refuses_overwrite_and_resumes(tmp_path):
         watershed_blockwise(m.astype(np.uint8), out=path, progress=False, **kw)
     again = watershed_blockwise(m.astype(np.uint8), out=path, progress=False, resume=True, **kw)
     assert same(ref, again[:])
+
+
+@settings(max_examples=6)
+@given(
+    block=st.tuples(st.integers(3, 12), st.integers(5, 20), st.integers(5, 20)),
+    seed=st.integers(0, 2**31),
+)
+def test_components_blockwise_any_block_shape(block, seed):
+    rng = np.random.default_rng(seed)
+    p = ndimage.gaussian_filter(rng.random((10, 18, 20)), 1.2)
+    p = (p - p.min()) / (p.max() - p.min())
+    ref = threshold_components(p, threshold=0.55, high_threshold=0.7, min_size_nm3=5.0)
+    out = components_blockwise(
+        p,
+        threshold=0.55,
+        high_threshold=0.7,
+        min_size_nm3=5.0,
+        block_shape=block,
+        chunks=block,
+        progress=False,
+    )
+    assert same(ref, out[:])
