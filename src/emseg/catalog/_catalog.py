@@ -307,17 +307,24 @@ class Catalog:
         cur.execute(sql, params)
         return self._frame(cur.fetchall())
 
-    def ids(self, expr: str | Node = "") -> np.ndarray:
-        """Ids (int64, sorted) of the objects matching `expr` (text or a parsed query)."""
+    def ids(self, expr: str | Node = "", *, among: Iterable[int] | None = None) -> np.ndarray:
+        """Ids (int64, sorted) of the objects matching `expr` (text or a parsed query).
+
+        `among` restricts the answer to these ids (looked up in chunks, so a
+        filter over a few candidates never reads every matching id).
+        """
         node = parse_query(expr) if isinstance(expr, str) else expr
         where, params = to_sql(node, self.ph)
+        sql = f"SELECT o.id FROM objects o JOIN datasets d ON d.id = o.dataset_id WHERE {where}"
         cur = self.conn.cursor()
-        cur.execute(
-            f"SELECT o.id FROM objects o JOIN datasets d ON d.id = o.dataset_id WHERE {where} "
-            "ORDER BY o.id",
-            params,
-        )
-        return np.array([r[0] for r in cur.fetchall()], np.int64)
+        if among is None:
+            cur.execute(sql + " ORDER BY o.id", params)
+            return np.array([r[0] for r in cur.fetchall()], np.int64)
+        found: list[int] = []
+        for chunk in _chunks(sorted({int(i) for i in among}), 900):
+            cur.execute(f"{sql} AND o.id IN ({', '.join([self.ph] * len(chunk))})", params + chunk)
+            found += [r[0] for r in cur.fetchall()]
+        return np.array(sorted(found), np.int64)
 
     def _blobs(self, column: str, ids: Iterable[int], width: int | None) -> dict[int, np.ndarray]:
         out: dict[int, np.ndarray] = {}

@@ -104,16 +104,16 @@ def near(
         raise EmsegValueError(f"`within` must be a distance >= 0 in nm; got {within}.")
     tids = target_ids(catalog, target)
     tset = set(tids.tolist())
-    allowed = set(catalog.ids(where).tolist()) if where else None
     tboxes = catalog.boxes(tids.tolist())
     cand_of: dict[int, np.ndarray] = {}
     for t in tids.tolist():
         b = tboxes[t] + np.array([-1, 1] * 3) * within
         c = catalog.box_candidates(b)
-        c = np.array(
-            [i for i in c.tolist() if i not in tset and (allowed is None or i in allowed)], np.int64
-        )
-        cand_of[t] = c
+        cand_of[t] = np.array([i for i in c.tolist() if i not in tset], np.int64)
+    if where:  # the label filter runs on the candidates only
+        pool = np.unique(np.concatenate([np.zeros(0, np.int64), *cand_of.values()]))
+        allowed = catalog.ids(where, among=pool.tolist())
+        cand_of = {t: c[np.isin(c, allowed)] for t, c in cand_of.items()}
     union = np.unique(np.concatenate([tids, *cand_of.values()]))
     clouds, has = _clouds(catalog, union)
     best: dict[int, tuple[float, int]] = {}
