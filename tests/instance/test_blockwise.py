@@ -50,6 +50,7 @@ def prob():
 @pytest.mark.parametrize(
     "kw",
     [
+        {},
         {"high_threshold": 0.75},
         {"min_size_nm3": 20 * 8.0, "fill_all_holes": True},
         {"max_hole_nm3": 200 * 8.0, "high_threshold": 0.7, "connectivity": 6},

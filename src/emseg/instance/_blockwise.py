@@ -321,6 +321,31 @@ def components_blockwise(
     if block_shape is None:
         block_shape = default_block_shape(shape, out_chunks)
     blk: dict[str, Any] = {"block_shape": block_shape, "chunks": out_chunks}
+    min_vox = to_voxels(min_nm, sp)
+    if high is None and hole_nm is None and not fill_all_holes and min_vox <= 1:
+        # plain components: the engine's stitched labels are the result
+        result = label(
+            img,
+            out=out,
+            threshold=t,
+            connectivity=conn,
+            spacing=sp,
+            resume=resume,
+            overwrite=overwrite,
+            **blk,
+            **common,
+        )
+        return _annotate(
+            result,
+            int(result.attrs["emseg"]["n_labels"]),
+            t,
+            high,
+            min_nm,
+            hole_nm,
+            fill_all_holes,
+            conn,
+            sp,
+        )
     scratch = _Scratch(out, resume)
     labels = label(
         img, threshold=t, connectivity=conn, spacing=sp, **blk, **common, **scratch.kwargs("fg")
@@ -387,7 +412,6 @@ def components_blockwise(
         )
         ids = stats[:, 0].astype(np.uint64)
         keep = np.ones(ids.size, dtype=bool)
-    min_vox = to_voxels(min_nm, sp)
     if min_vox > 1:
         keep &= stats[:, 1] >= min_vox
     keys, values = _mapping_for(ids, keep)
@@ -405,12 +429,27 @@ def components_blockwise(
         **common,
     )
     scratch.remove()
+    return _annotate(result, int(keep.sum()), t, high, min_nm, hole_nm, fill_all_holes, conn, sp)
+
+
+def _annotate(
+    result: Any,
+    n_labels: int,
+    threshold: float,
+    high: float | None,
+    min_nm: float | None,
+    hole_nm: float | None,
+    fill_all_holes: bool,
+    conn: int,
+    sp: tuple[float, ...],
+) -> Any:
+    """Record the method, its parameters and the object count in the output's attributes."""
     attrs = dict(result.attrs.get("emseg", {}))
     attrs.update(
-        n_labels=int(keep.sum()),
+        n_labels=n_labels,
         method="components",
         params={
-            "threshold": t,
+            "threshold": threshold,
             "high_threshold": high,
             "min_size_nm3": min_nm,
             "max_hole_nm3": hole_nm,
