@@ -245,11 +245,11 @@ GALA = {"sigma_nm": 10.0, "min_seed_distance_nm": 40.0}
 
 def bench_gala() -> dict:
     from emseg.data import open_dataset_file
-    from emseg.instance import supervoxels
+    from emseg.instance import agglomerate_graph, region_adjacency_graph, supervoxels
 
-    def prep(split):
-        raw = np.asarray(open_dataset_file("gala_fibsem", f"{split}_image")[:])
-        gt = np.asarray(open_dataset_file("gala_fibsem", f"{split}_groundtruth")[:])
+    def prep(split, z=slice(None)):
+        raw = np.asarray(open_dataset_file("gala_fibsem", f"{split}_image")[:])[z]
+        gt = np.asarray(open_dataset_file("gala_fibsem", f"{split}_groundtruth")[:])[z]
         bnd = boundary_proxy(raw, sigma=GALA["sigma_nm"] / 10.0)
         frag = supervoxels(
             bnd, spacing=10.0, seeds="minima", min_seed_distance_nm=GALA["min_seed_distance_nm"]
@@ -260,8 +260,13 @@ def bench_gala() -> dict:
     gt, bnd, frag = prep("train")
     train = _sweep(frag, bnd, gt, thresholds)
     best = min(train, key=lambda t: train[t]["arand"])
+    learned = _gala_learned(prep, gt, frag)
     gt, bnd, frag = prep("test")
     test = _sweep(frag, bnd, gt, [best])[best]
+    rag = region_adjacency_graph(frag, bnd)
+    p = learned["classifier"].merge_probability(rag)
+    seg = agglomerate_graph(rag, threshold=learned["threshold"], edge_weights=1 - p)
+    learned_test = _scores(gt, seg.lookup(int(frag.max()))[frag])
     return {
         "boundary proxy": "1 - normalised gaussian(raw, 1 voxel)",
         **GALA,
@@ -269,6 +274,32 @@ def bench_gala() -> dict:
         "threshold tuned on train": best,
         "train at best": train[best],
         "test": test,
+        "learned edge classifier: threshold (tuned on train z 25-49, trained on z 0-24)": learned[
+            "threshold"
+        ],
+        "learned edge classifier test (trained on all of train)": learned_test,
+    }
+
+
+def _gala_learned(prep, gt, frag) -> dict:
+    """Random forest on edge features: threshold by a split of the train volume."""
+    from emseg.instance import agglomerate_graph, region_adjacency_graph, train_edge_classifier
+
+    def part(z):
+        g, b, f = prep("train", z)
+        return g, f, region_adjacency_graph(f, b)
+
+    (ga, fa, ra), (gb, fb, rb) = part(slice(0, 25)), part(slice(25, 50))
+    clf = train_edge_classifier([(ra, fa, ga)])
+    pb = clf.merge_probability(rb)
+    scores = {}
+    for t in (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8):
+        seg = agglomerate_graph(rb, threshold=t, edge_weights=1 - pb).lookup(int(fb.max()))[fb]
+        scores[t] = _scores(gb, seg)["arand"]
+    g, f, r = part(slice(None))
+    return {
+        "threshold": min(scores, key=lambda t: scores[t]),
+        "classifier": train_edge_classifier([(r, f, g)]),
     }
 
 

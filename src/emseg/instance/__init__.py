@@ -8,7 +8,8 @@ Plain functions on numpy arrays (``docs/instance.md``):
   a compiled priority-flood watershed and seeds in physical units;
 - :func:`supervoxels`, :func:`region_adjacency_graph`,
   :func:`agglomerate_graph`, :func:`agglomerate` — supervoxels and
-  waterz-style mean-boundary agglomeration;
+  waterz-style mean-boundary agglomeration, optionally driven by a learned
+  :class:`EdgeClassifier` (:func:`train_edge_classifier`);
 - :func:`mutex_watershed` — the mutex watershed on (long-range) affinities;
 - :func:`link_sections` — 2D instances linked across sections (Hungarian on IoU);
 
@@ -31,6 +32,12 @@ from emseg.instance._blockwise import (
     watershed_blockwise,
 )
 from emseg.instance._components import threshold_components
+from emseg.instance._edges import (
+    EdgeClassifier,
+    edge_features,
+    edge_labels,
+    train_edge_classifier,
+)
 from emseg.instance._link2d import link_sections
 from emseg.instance._mws import mutex_watershed
 from emseg.instance._rag import RegionAdjacencyGraph, region_adjacency_graph
@@ -38,12 +45,15 @@ from emseg.instance._watershed import distance_watershed, find_seeds, seeded_wat
 
 __all__ = [
     "Agglomeration",
+    "EdgeClassifier",
     "RegionAdjacencyGraph",
     "agglomerate",
     "agglomerate_blockwise",
     "agglomerate_graph",
     "components_blockwise",
     "distance_watershed",
+    "edge_features",
+    "edge_labels",
     "find_seeds",
     "link_sections",
     "link_sections_blockwise",
@@ -54,5 +64,6 @@ __all__ = [
     "segment_blockwise",
     "supervoxels",
     "threshold_components",
+    "train_edge_classifier",
     "watershed_blockwise",
 ]
