@@ -19,7 +19,30 @@ from emseg import __version__
 from emseg.errors import EmsegError
 
 #: The verbs, in the order ``emseg --help`` lists them (module emseg.cli._<name>).
-COMMANDS = ["demo", "info", "convert", "blockwise-filter", "label", "instances", "forest", "classical", "evaluate", "train", "predict", "models", "measure", "catalog", "query"]
+COMMANDS = [
+    # start here
+    "demo",
+    # files
+    "info",
+    "convert",
+    # blockwise processing
+    "blockwise-filter",
+    "label",
+    # semantic segmentation
+    "forest",
+    "classical",
+    "train",
+    "predict",
+    "models",
+    # instances
+    "instances",
+    # evaluation
+    "evaluate",
+    # measurement and the catalog
+    "measure",
+    "catalog",
+    "query",
+]
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
