@@ -147,3 +147,20 @@ def test_quantised_levels_equal_skimage_when_levels_separate_values(rng):
         seeded_watershed(img, markers, levels=1)
     # few levels: ties appear, the flood still labels everything
     assert (seeded_watershed(img, markers, levels=4) > 0).all()
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.float64])
+def test_huge_marker_ids_and_signed_values(rng, dtype):
+    img = rng.normal(0, 1000, (6, 7, 8))
+    img = (img - img.min()).astype(np.uint8) if dtype == np.uint8 else img
+    markers = np.zeros(img.shape, np.uint64)
+    markers[0, 0, 0] = 2**50
+    markers[-1, -1, -1] = 2**33
+    got = seeded_watershed(img, markers)
+    assert got.dtype == np.uint64
+    assert set(np.unique(got).tolist()) == {2**50, 2**33}
+    small = np.where(markers == 2**50, 1, np.where(markers == 2**33, 2, 0))
+    ref = seeded_watershed(img, small)
+    assert np.array_equal(got == 2**50, ref == 1)
+    if dtype == np.float64:
+        assert np.array_equal(ref, watershed(img, small, connectivity=1))

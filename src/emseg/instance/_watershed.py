@@ -90,26 +90,40 @@ def seeded_watershed(
             raise EmsegValueError(
                 f"`mask` must have the shape of `image`; got {m.shape} and {img.shape}."
             )
-    top = int(mk.max()) if mk.size else 0
-    out_dtype = np.uint64 if top >= np.iinfo(np.uint32).max else np.uint32
-    blocked = np.iinfo(out_dtype).max  # sentinel for voxels outside the mask
-    out = np.where(m, mk, blocked).astype(out_dtype).ravel()
     nz, ny, nx = _shape3(img.shape)
     if levels is not None and img.dtype not in (np.uint8, np.uint16):
         if not 2 <= int(levels) <= 65536:
             raise EmsegValueError(f"`levels` must be in 2..65536; got {levels!r}.")
         img = quantize(img, int(levels))
-    if img.dtype in (np.uint8, np.uint16):
+    bucket = img.dtype in (np.uint8, np.uint16)
+    if not bucket and img.size >= 2**32:
+        raise EmsegValueError(
+            f"`image` has {img.size} voxels; the in-memory watershed handles fewer than "
+            "2**32. Run it blockwise (emseg.instance.watershed_blockwise)."
+        )
+    # labels and priorities share one uint64 word per voxel (see _watershed_kernel)
+    shift = 16 if bucket else 32
+    blocked = (1 << (64 - shift)) - 1
+    ids = None
+    top = int(mk.max()) if mk.size else 0
+    if top >= blocked:  # huge ids: flood consecutive ones, map back at the end
+        ids, inverse = np.unique(mk, return_inverse=True)
+        mk = inverse.reshape(mk.shape)
+    prio = np.ascontiguousarray(img) if bucket else float_keys(img)
+    state = np.where(m, mk.astype(np.uint64), np.uint64(blocked)).ravel()
+    state <<= np.uint64(shift)
+    state |= prio.ravel().astype(np.uint64)
+    if bucket:
         n_levels = int(img.max()) + 1 if img.size else 1
-        flood_buckets(np.ascontiguousarray(img).ravel(), out, blocked, nz, ny, nx, n_levels)
+        flood_buckets(state, np.uint64(blocked), nz, ny, nx, n_levels)
     else:
-        if img.size >= 2**32:
-            raise EmsegValueError(
-                f"`image` has {img.size} voxels; the in-memory watershed handles fewer than "
-                "2**32. Run it blockwise (emseg.instance.watershed_blockwise)."
-            )
-        flood_heap(float_keys(img).ravel(), out, blocked, nz, ny, nx)
-    out[out == blocked] = 0
+        flood_heap(state, np.uint64(blocked), nz, ny, nx)
+    state >>= np.uint64(shift)
+    state[state == blocked] = 0
+    if ids is not None:
+        state = ids.astype(np.uint64)[state]
+    out_dtype = np.uint32 if (ids is None and top < 2**32) else np.uint64
+    out = state.astype(out_dtype)
     return out.reshape(img.shape)
 
 

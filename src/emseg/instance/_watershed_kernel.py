@@ -3,10 +3,16 @@
 Both kernels process voxels in order of (priority, insertion age), the order
 of ``skimage.segmentation.watershed``: markers are queued first (in raster
 order), each newly reached voxel takes the label of the voxel that reached
-it, is labelled when queued and queued once. ``flood_buckets`` holds integer
-priorities ``0..n_levels-1`` in FIFO buckets (O(1) per voxel; equal to the
-heap for the same order), ``flood_heap`` holds float32 priorities (as
-order-preserving uint32 keys) in a 4-ary heap keyed by (priority, age).
+it, is labelled when queued and queued once. The flood is bound by memory
+latency (it visits voxels in flood order, spread over every front), so each
+voxel's label and priority share one uint64 ``state`` word: ``label << shift
+| priority``, label 0 = free, label `blocked` = outside the mask; one read
+tells whether a neighbour is free and what its priority is.
+
+``flood_buckets`` holds integer priorities ``0..n_levels-1`` (shift 16) in
+FIFO buckets (O(1) per voxel; the same order as a heap on (priority, age)).
+``flood_heap`` holds float32 priorities as order-preserving uint32 keys
+(shift 32) in a 4-ary heap of ``key << 32 | age`` integers.
 """
 
 from __future__ import annotations
@@ -33,27 +39,20 @@ def _neighbour(i: int, k: int, z: int, y: int, x: int, nz: int, ny: int, nx: int
 
 @numba.njit(cache=True)
 def flood_buckets(
-    priority: np.ndarray,
-    out: np.ndarray,
-    blocked: int,
-    nz: int,
-    ny: int,
-    nx: int,
-    n_levels: int,
+    state: np.ndarray, blocked: np.uint64, nz: int, ny: int, nx: int, n_levels: int
 ) -> None:
-    """Flood `out` (flat labels, markers > 0 set) by integer `priority` (flat, 0..n_levels-1).
-
-    Voxels outside the mask hold the sentinel `blocked` in `out` (so that one
-    read tells whether a neighbour is free); they are set back to 0 at the end.
-    """
-    n = out.size
-    nxt = np.full(n, -1, dtype=np.int64)
+    """Flood `state` (uint64 ``label << 16 | priority``; markers have labels) in place."""
+    n = state.size
+    sh = np.uint64(16)
+    pmask = np.uint64(0xFFFF)
+    nxt = np.full(max(n, 1), -1, dtype=np.int64)
     head = np.full(n_levels, -1, dtype=np.int64)
     tail = np.full(n_levels, -1, dtype=np.int64)
-    current = n_levels
+    current: int | np.int64 = n_levels
     for i in range(n):
-        if out[i] != 0 and out[i] != blocked:
-            p = priority[i]
+        lab = state[i] >> sh
+        if lab != 0 and lab != blocked:
+            p = np.int64(state[i] & pmask)
             if tail[p] < 0:
                 head[p] = i
             else:
@@ -70,17 +69,20 @@ def flood_buckets(
         head[current] = nxt[i]
         if head[current] < 0:
             tail[current] = -1
-        lab = out[i]
+        lab = state[i] >> sh
         z = i // plane
         r = i - z * plane
         y = r // nx
         x = r - y * nx
         for k in range(6):
             j = _neighbour(i, k, z, y, x, nz, ny, nx)
-            if j < 0 or out[j] != 0:
+            if j < 0:
                 continue
-            out[j] = lab
-            p = priority[j]
+            s = state[j]
+            if (s >> sh) != 0:
+                continue
+            state[j] = (lab << sh) | s
+            p = np.int64(s & pmask)
             if tail[p] < 0:
                 head[p] = j
             else:
@@ -98,34 +100,27 @@ def float_keys(values: np.ndarray) -> np.ndarray:
 
 
 @numba.njit(cache=True)
-def flood_heap(
-    keys: np.ndarray,
-    out: np.ndarray,
-    blocked: int,
-    nz: int,
-    ny: int,
-    nx: int,
-) -> None:
-    """Flood `out` (flat labels, markers > 0 set) by uint32 priority `keys` (flat).
-
-    Voxels outside the mask hold the sentinel `blocked` (see ``flood_buckets``).
+def flood_heap(state: np.ndarray, blocked: np.uint64, nz: int, ny: int, nx: int) -> None:
+    """Flood `state` (uint64 ``label << 32 | key``; markers have labels) in place.
 
     The heap holds one uint64 per queued voxel, ``key << 32 | age``, so that
     (priority, age) order is one integer comparison; ``where[age]`` is the
-    voxel. Needs fewer than 2**32 voxels.
+    voxel. Needs fewer than 2**32 voxels and labels below 2**32 - 1.
     """
-    n = out.size
+    n = state.size
+    sh = np.uint64(32)
+    low = np.uint64(0xFFFFFFFF)
     heap = np.empty(max(n, 1), dtype=np.uint64)
     where = np.empty(max(n, 1), dtype=np.int64)
     size = 0
     age = 0
     plane = ny * nx
-    low = np.uint64(0xFFFFFFFF)
     for i in range(n):
-        if out[i] == 0 or out[i] == blocked:
+        lab = state[i] >> sh
+        if lab == 0 or lab == blocked:
             continue
         c = size
-        item = (np.uint64(keys[i]) << np.uint64(32)) | np.uint64(age)
+        item = ((state[i] & low) << sh) | np.uint64(age)
         where[age] = i
         size += 1
         age += 1
@@ -158,18 +153,21 @@ def flood_heap(
                 else:
                     break
             heap[c] = item
-        lab = out[i]
+        lab = state[i] >> sh
         z = i // plane
         r = i - z * plane
         y = r // nx
         x = r - y * nx
         for k in range(6):
             j = _neighbour(i, k, z, y, x, nz, ny, nx)
-            if j < 0 or out[j] != 0:
+            if j < 0:
                 continue
-            out[j] = lab
+            s = state[j]
+            if (s >> sh) != 0:
+                continue
+            state[j] = (lab << sh) | s
             c = size
-            item = (np.uint64(keys[j]) << np.uint64(32)) | np.uint64(age)
+            item = ((s & low) << sh) | np.uint64(age)
             where[age] = j
             size += 1
             age += 1
