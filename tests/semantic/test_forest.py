@@ -266,3 +266,57 @@ def test_bad_training_input(volume):
         train_forest(em.image, scribbles.astype(np.float32), **kw)
     with pytest.raises(EmsegValueError, match="stages"):
         train_forest(em.image, scribbles, stages=4, **kw)
+
+
+def test_blockwise_on_local_cluster(tmp_path, volume, models):
+    """A real distributed LocalCluster (2 worker processes) gives the in-memory result."""
+    em, _, _ = volume
+    model = models[2]
+    out = predict_blockwise(
+        model, em.image, out=tmp_path / "p.ome.zarr", spacing=em.spacing, chunks=(4, 48, 48),
+        scheduler="local", n_workers=2, progress=False,
+    )  # fmt: skip
+    np.testing.assert_allclose(out[:], model.predict_proba(em.image), rtol=0, atol=1e-6)
+
+
+def test_folds_are_balanced_per_class(rng):
+    from emseg.semantic.forest._train import _folds, _select_samples
+
+    # dense labels: one giant component per class -> halves along z
+    dense = np.ones((6, 40, 40), np.uint8)
+    dense[:, 10:20] = 2
+    index = _select_samples(dense, 2, 1000, rng)
+    fold = _folds(dense, index, 2, rng)
+    y = dense.reshape(-1)[index]
+    for c in (1, 2):  # class 1: two components (1/3, 2/3); class 2: one, cut in halves
+        share = (fold[y == c] == 0).mean()
+        assert 0.25 <= share <= 0.75
+    assert 0.45 <= (fold[y == 2] == 0).mean() <= 0.55
+    z = np.unravel_index(index, dense.shape)[0]
+    assert z[(fold == 0) & (y == 2)].max() <= z[(fold == 1) & (y == 2)].min()
+    # strokes: whole strokes go to one fold, about half of the samples in each
+    strokes = np.zeros((1, 40, 40), np.uint8)
+    for i in range(6):
+        strokes[0, 3 + 6 * i, 2:30] = 1 + i % 2
+    index = _select_samples(strokes, 2, None, rng)
+    fold = _folds(strokes, index, 2, rng)
+    rows = np.unravel_index(index, strokes.shape)[1]
+    for r in np.unique(rows):
+        assert len(np.unique(fold[rows == r])) == 1
+    for c in (1, 2):
+        share = (fold[strokes.reshape(-1)[index] == c] == 0).mean()
+        assert np.isclose(share, 1 / 3) or np.isclose(share, 2 / 3)
+
+
+def test_autocontext_with_dense_labels_does_not_degrade(volume):
+    """Dense labels (one huge component per class) used to give one-class folds."""
+    em, truth, _ = volume
+    dense = np.zeros_like(truth)
+    dense[:4] = truth[:4]
+    kw = {"spacing": em.spacing, "spec": SPEC, "n_estimators": 20, "max_samples_per_class": 3000}
+    s1 = train_forest(em.image, dense, stages=1, **kw)
+    s2 = train_forest(em.image, dense, stages=2, **kw)
+    iou1 = np.mean(_ious(s1.predict(em.image)[4:], truth[4:]))
+    iou2 = np.mean(_ious(s2.predict(em.image)[4:], truth[4:]))
+    assert iou2 >= iou1 - 0.05, (iou1, iou2)
+    assert iou2 >= 0.6

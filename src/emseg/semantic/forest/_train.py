@@ -12,8 +12,9 @@ Autocontext (``stages >= 2``): stage k sees the filter bank plus the
 Gaussian-smoothed probabilities of stage k - 1. To keep stage k from learning
 on over-confident probabilities of pixels that stage k - 1 was trained on,
 its training features are **out of fold**: the scribbles are split into two
-folds by connected stroke (each class's strokes alternate between folds; a
-class drawn as one stroke is cut in two halves), a helper chain of stages is
+folds by connected stroke (each class's strokes are dealt to the folds so that
+both hold about half of its samples; a class whose samples lie nearly all in
+one stroke, as with dense labels, is cut into two halves along z), a helper chain of stages is
 trained on each fold, and the samples of one fold get their context from the
 chain trained on the other fold. The returned model's stages are trained on
 all samples.
@@ -71,20 +72,36 @@ def _select_samples(
 def _folds(
     labels: np.ndarray, index: np.ndarray, n_classes: int, rng: np.random.Generator
 ) -> np.ndarray:
-    """Fold (0/1) of each selected voxel: by connected stroke, alternating per class."""
+    """Fold (0/1) of each selected voxel, balanced within each class.
+
+    A class's connected strokes are dealt to the two folds (largest first, each
+    to the fold with fewer samples; ties broken at random). When that leaves
+    one fold with less than a quarter of the class's samples (e.g. dense labels,
+    where one component holds almost everything), the class's samples are cut
+    into two halves in C order (z first) instead.
+    """
     flat = labels.reshape(-1)
     fold = np.zeros(index.size, dtype=np.int8)
     cls = flat[index]
     for c in range(1, n_classes + 1):
+        sel = np.flatnonzero(cls == c)
         comp, n = ndimage.label(labels == c)
-        sel = cls == c
         ids = comp.reshape(-1)[index[sel]]
-        if n >= 2:
-            order = rng.permutation(n) % 2  # fold of component id (1-based) -> order[id-1]
-            fold[sel] = order[ids - 1]
-        else:  # one stroke: first half / second half in C order
-            k = np.arange(sel.sum())
-            fold[sel] = (k >= k.size // 2).astype(np.int8)
+        sizes = np.bincount(ids, minlength=n + 1)
+        order = np.argsort(-sizes[1:] - rng.random(n), kind="stable") + 1
+        totals = [0, 0]
+        of_comp = np.zeros(n + 1, dtype=np.int8)
+        for i in order:
+            if sizes[i] == 0:
+                continue
+            f = 0 if totals[0] <= totals[1] else 1
+            of_comp[i] = f
+            totals[f] += int(sizes[i])
+        if min(totals) >= 0.25 * sel.size:
+            fold[sel] = of_comp[ids]
+        else:  # one dominant stroke: first half / second half in C order
+            k = np.arange(sel.size)
+            fold[sel] = (k >= sel.size // 2).astype(np.int8)
     return fold
 
 
