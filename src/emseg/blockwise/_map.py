@@ -93,6 +93,24 @@ def _normalize_inputs(inputs: Any) -> tuple[list[Any], list[str]]:
     return arrays, names
 
 
+def func_identity(func: Callable[..., Any]) -> str:
+    """A name for `func` that is the same in every process (recorded in the journal).
+
+    Functions are named by module and qualified name; other callables (objects
+    with ``__call__``, ``functools.partial``) by their type and a
+    deterministic token of their state, so that resuming with a different
+    mapping or different bound arguments is refused, and resuming with the
+    same one is allowed in a new process (``repr`` would hold a memory address).
+    """
+    qualname = getattr(func, "__qualname__", None)
+    if qualname is not None:
+        return f"{getattr(func, '__module__', '')}.{qualname}"
+    from dask.base import tokenize
+
+    kind = type(func)
+    return f"{kind.__module__}.{kind.__qualname__}:{tokenize(func, ensure_deterministic=True)}"
+
+
 def map_blocks(
     func: Callable[..., Any],
     inputs: Any,
@@ -202,7 +220,7 @@ def map_blocks(
     kwargs = dict(kwargs or {})
     job = {
         "job": "map_blocks",
-        "func": f"{getattr(func, '__module__', '')}.{getattr(func, '__qualname__', repr(func))}",
+        "func": func_identity(func),
         "kwargs": kwargs,
         "shape": list(shape),
         "dtype": str(out_dtype),
