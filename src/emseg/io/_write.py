@@ -367,6 +367,28 @@ def _run_blocks(
             raise
 
 
+#: Level-0 blocks grow along the last axes up to this many bytes: whole sections are
+#: read at once (one read per TIFF page or strip instead of one per chunk column).
+_BLOCK_BYTES = 32 << 20
+
+
+def _widen_block(block: tuple[int, ...], shape: Sequence[int], itemsize: int) -> tuple[int, ...]:
+    """Grow `block` by whole multiples along x, then y, while it stays within `_BLOCK_BYTES`.
+
+    Multiples of the original block keep every block chunk-aligned and keep the
+    level-1 windows inside one block.
+    """
+    out = list(block)
+    for axis in range(len(out) - 1, max(len(out) - 3, -1), -1):
+        while out[axis] < shape[axis]:
+            grown = out[axis] + block[axis]
+            nbytes = math.prod([*out[:axis], grown, *out[axis + 1 :]]) * itemsize
+            if nbytes > _BLOCK_BYTES:
+                return tuple(out)
+            out[axis] = grown
+    return tuple(out)
+
+
 def _stream_pyramid(
     read0: Callable[[Region], np.ndarray] | None,
     arrays: Sequence[Any],
@@ -398,6 +420,8 @@ def _stream_pyramid(
         else:  # level 0 alone: blocks of a few chunks
             nxt = tuple(2 if s > c else 1 for s, c in zip(src.shape, src.chunks, strict=True))
         block = tuple(c * f for c, f in zip(src.chunks, nxt, strict=True))
+        if k == 0 and read0 is not None:
+            block = _widen_block(block, src.shape, np.dtype(src.dtype).itemsize)
         plans.append((k, block, list(_blocks(src.shape, block))))
     total = sum(len(p[2]) for p in plans)
     with tqdm(
