@@ -520,7 +520,11 @@ def _reopen(path: Path, known: bool, spacing: Sequence[float] | None = None) -> 
     from emseg.io._open import open_image
 
     if known and spacing is not None:
-        return open_image(path, spacing=spacing)
+        # a TIFF reader drops singleton sections: (1, Y, X) reads back as (Y, X)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", SpacingWarning)
+            n_spatial = len(open_image(path).spacing)
+        return open_image(path, spacing=tuple(spacing)[len(spacing) - n_spatial :])
     if known:
         return open_image(path)
     with warnings.catch_warnings():
