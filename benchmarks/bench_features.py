@@ -43,7 +43,7 @@ def _skimage(img: np.ndarray, edges: bool) -> np.ndarray:
 
     return multiscale_basic_features(
         img, intensity=True, edges=edges, texture=True, sigma_min=SIGMAS[0],
-        sigma_max=SIGMAS[-1], num_sigma=len(SIGMAS), num_workers=2,
+        sigma_max=SIGMAS[-1], num_sigma=len(SIGMAS), workers=2,
     )  # fmt: skip
 
 
@@ -92,7 +92,11 @@ def run(name: str, n: int, edges: bool) -> dict[str, Any]:
     a, b = ctx.Pipe()
     p = ctx.Process(target=_child, args=(name, n, edges, b))
     p.start()
-    res = a.recv()
+    b.close()
+    try:
+        res = a.recv()
+    except EOFError:
+        raise RuntimeError(f"the {name} benchmark child failed (exit code {p.exitcode})") from None
     p.join()
     return res
 
