@@ -10,9 +10,12 @@ driver stays bounded however many blocks there are.
 ``scheduler`` selects the backend:
 
 - ``None`` or ``"threads"`` (default): a pool of `n_workers` threads in this
-  process (numpy, scipy, zarr's codecs and cc3d release the GIL). It is the
-  execution model of Dask's threaded scheduler, without building a task
-  graph of all blocks up front.
+  process. Threads overlap only where the GIL is released: numpy, the numba
+  kernels of emseg (the Gaussian filter), Blosc and file I/O do; most of
+  ``scipy.ndimage``, ``cc3d`` and numcodecs' zstd do not (use
+  ``scheduler="local"`` for such block functions). It is the execution model
+  of Dask's threaded scheduler, without building a task graph of all blocks
+  up front.
 - ``"serial"``: one block after the other in this thread (for debugging).
 - ``"local"``: a ``distributed.LocalCluster`` started for the job with
   `n_workers` processes of one thread each.
@@ -109,7 +112,9 @@ def open_backend(scheduler: SchedulerLike, n_workers: int) -> Iterator[Backend]:
                 n_workers=n_workers,
                 threads_per_worker=1,
                 processes=True,
-                dashboard_address=None,
+                # any free port: the default (8787) may be held by another cluster on
+                # the machine, which makes distributed warn (an error under -W error)
+                dashboard_address=":0",
             )
         except Exception as exc:  # a cluster that cannot start is a scheduler problem
             raise SchedulerError(f"could not start a local Dask cluster: {exc}") from exc
