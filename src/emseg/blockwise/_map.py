@@ -65,6 +65,7 @@ class MapTask:
         journal: Journal,
         stage: str,
         kwargs: dict[str, Any],
+        pass_block: bool = False,
     ) -> None:
         self.func = func
         self.inputs = list(inputs)
@@ -73,11 +74,17 @@ class MapTask:
         self.journal = journal
         self.stage = stage
         self.kwargs = kwargs
+        self.pass_block = pass_block
 
     def __call__(self, block_id: int) -> None:
         block = self.blocking[block_id]
         data = [read_block(a, block.read_roi) for a in self.inputs]
-        result = crop_result(self.func(*data, **self.kwargs), block)
+        if self.pass_block:
+            result = self.func(*data, block=block, **self.kwargs)
+        else:
+            result = self.func(*data, **self.kwargs)
+        result = crop_result(result, block)
+        del data
         self.out[block.write_roi.to_slices()] = result.astype(self.out.dtype, copy=False)
         self.journal.mark_done(self.stage, block_id)
 
@@ -123,6 +130,7 @@ def map_blocks(
     roi: Sequence[slice] | Roi | None = None,
     spacing: Any = None,
     labels: bool = False,
+    pass_block: bool = False,
     n_workers: int = 2,
     scheduler: SchedulerLike = None,
     resume: bool = False,
@@ -169,6 +177,9 @@ def map_blocks(
         Voxel size (nm) stored with a created output; the input's by default.
     labels : bool, default False
         Mark a created output as a label image.
+    pass_block : bool, default False
+        Also pass the :class:`Block` as ``func(*arrays, block=block, **kwargs)``,
+        e.g. to compute only the write region (``block.write_in_read``).
     n_workers : int, default 2
         Threads (default scheduler) or processes (``scheduler="local"``).
     scheduler : None, "threads", "serial", "local", address or Client
@@ -260,7 +271,9 @@ def map_blocks(
         todo = [i for i in range(len(blocking)) if i not in done]
         if done:
             log.info("resuming: %d of %d blocks done already", len(done), len(blocking))
-        task = MapTask(func, arrays, output.array, blocking, output.journal, stage, kwargs)
+        task = MapTask(
+            func, arrays, output.array, blocking, output.journal, stage, kwargs, pass_block
+        )
         run_blocks(task, todo, backend, progress=progress, desc=job["func"].rsplit(".", 1)[-1])
     finish_output(output, job)
     return output.array
