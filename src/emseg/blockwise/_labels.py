@@ -278,7 +278,14 @@ class _RelabelTask:
         lut = np.zeros(n + 1, dtype=np.uint64)
         if n:
             lut[1:] = self.final_ids(offset + np.arange(1, n + 1, dtype=np.uint64))
-        self.out[block.write_roi.to_slices()] = lut[labels]
+        # write one slab of whole chunks (shards) at a time: the uint64 ids of
+        # the block are never all in memory at once
+        w = block.write_roi
+        unit = getattr(self.out, "shards", None) or self.out.chunks
+        step = max(1, int(unit[0]))
+        for z in range(0, w.shape[0], step):
+            sl = (slice(w.begin[0] + z, w.begin[0] + min(z + step, w.shape[0])),)
+            self.out[sl + w.to_slices()[1:]] = lut[labels[z : z + step]]
         self.journal.mark_done("relabel", block_id)
 
 
