@@ -36,7 +36,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numba
 import numpy as np
 
 from emseg._checks import check_label_dtype
@@ -286,22 +285,8 @@ class _RelabelTask:
         step = max(1, int(unit[0]))
         for z in range(0, w.shape[0], step):
             sl = (slice(w.begin[0] + z, w.begin[0] + min(z + step, w.shape[0])),)
-            self.out[sl + w.to_slices()[1:]] = apply_lut(labels[z : z + step], lut)
+            self.out[sl + w.to_slices()[1:]] = lut[labels[z : z + step]]
         self.journal.mark_done("relabel", block_id)
-
-
-@numba.njit(cache=True, nogil=True)
-def _apply_lut_flat(labels: np.ndarray, lut: np.ndarray, out: np.ndarray) -> None:
-    for i in range(labels.size):  # pragma: no cover - compiled
-        out[i] = lut[labels[i]]
-
-
-def apply_lut(labels: np.ndarray, lut: np.ndarray) -> np.ndarray:
-    """``lut[labels]`` without the GIL (numpy's fancy indexing holds it), in `lut`'s dtype."""
-    flat = np.ascontiguousarray(labels).reshape(-1)
-    out = np.empty(flat.size, dtype=lut.dtype)
-    _apply_lut_flat(flat, lut, out)
-    return out.reshape(labels.shape)
 
 
 def merge_pairs(pairs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
