@@ -18,7 +18,6 @@ from scipy import ndimage
 
 from emseg._checks import check_choice
 from emseg.blockwise._execute import SchedulerLike
-from emseg.blockwise._gaussian import gaussian_crop
 from emseg.blockwise._geometry import Block
 from emseg.blockwise._map import _normalize_inputs, map_blocks
 from emseg.blockwise._output import input_spacing
@@ -57,6 +56,9 @@ def gaussian_block(
     computed by GIL-free kernels (threads run in parallel) and, with `block`,
     only over its write region (each axis is cropped right after its pass).
     """
+    # imported here: numba (and LLVM on the first call) only for jobs that filter
+    from emseg.blockwise._gaussian import gaussian_crop
+
     crop = block.write_in_read if block is not None else None
     return gaussian_crop(data, sigma=sigma, truncate=truncate, crop=crop)
 
