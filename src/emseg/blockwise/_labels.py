@@ -411,20 +411,16 @@ def label(
         faces.mkdir(exist_ok=True)
         n_blocks = len(blocking)
 
-        def todo(stage: str) -> list[int]:
-            done = journal.done(stage) if output.resuming else set()
-            return [i for i in range(n_blocks) if i not in done]
-
         run_blocks(
             _ComponentsTask(img, faces, blocking, journal, threshold, conn),
-            todo("components"),
+            output.todo("components", n_blocks),
             backend,
             progress=progress,
             desc="label 1/3 components",
         )
         run_blocks(
             _FacesTask(faces, blocking, journal, conn),
-            todo("faces"),
+            output.todo("faces", n_blocks),
             backend,
             progress=progress,
             desc="label 2/3 faces",
@@ -441,7 +437,7 @@ def label(
             _RelabelTask(
                 img, output.array, blocking, journal, threshold, conn, counts, nodes, roots, removed
             ),
-            todo("relabel"),
+            output.todo("relabel", n_blocks),
             backend,
             progress=progress,
             desc="label 3/3 relabel",

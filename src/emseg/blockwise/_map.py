@@ -267,10 +267,11 @@ def map_blocks(
             log.info("%s is complete already; nothing to resume", output.array)
             return output.array
         stage = "map"
-        done = output.journal.done(stage) if output.resuming else set()
-        todo = [i for i in range(len(blocking)) if i not in done]
-        if done:
-            log.info("resuming: %d of %d blocks done already", len(done), len(blocking))
+        todo = output.todo(stage, len(blocking))
+        if len(todo) < len(blocking):
+            log.info(
+                "resuming: %d of %d blocks done already", len(blocking) - len(todo), len(blocking)
+            )
         task = MapTask(
             func, arrays, output.array, blocking, output.journal, stage, kwargs, pass_block
         )

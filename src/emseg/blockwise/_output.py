@@ -187,6 +187,11 @@ class Output:
     resuming: bool  # a journal for these parameters exists: skip finished blocks
     temporary: bool = False  # the journal lives in a temporary folder (no resume possible)
 
+    def todo(self, stage: str, n_blocks: int) -> list[int]:
+        """Ids of the blocks of `stage` still to run (all of them unless resuming)."""
+        done = self.journal.done(stage) if self.resuming else set()
+        return [i for i in range(n_blocks) if i not in done]
+
 
 def prepare_output(
     out: Any,

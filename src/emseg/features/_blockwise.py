@@ -205,8 +205,7 @@ def run_channel_blocks(
             )
         if journal.complete:
             return
-        done = journal.done("map") if outputs[0].resuming else set()
-        todo = [i for i in range(len(blocking)) if i not in done]
+        todo = outputs[0].todo("map", len(blocking))
         task = ChannelTask(
             func, image, [o.array for o in outputs], blocking, journal, "map", kwargs
         )

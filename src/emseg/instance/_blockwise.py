@@ -683,20 +683,16 @@ def segment_blockwise(
         halos.mkdir(exist_ok=True)
         n_blocks = len(blocking)
 
-        def todo(stage: str) -> list[int]:
-            done = journal.done(stage) if output.resuming else set()
-            return [i for i in range(n_blocks) if i not in done]
-
         run_blocks(
             _SegmentTask(func, arrays, output.array, blocking, journal, halos, dict(kwargs or {})),
-            todo("segment"),
+            output.todo("segment", n_blocks),
             backend,
             progress=progress,
             desc="segment 1/3",
         )
         run_blocks(
             _PairsTask(output.array, blocking, journal, halos, float(min_iou)),
-            todo("pairs"),
+            output.todo("pairs", n_blocks),
             backend,
             progress=progress,
             desc="segment 2/3 stitch",
@@ -710,7 +706,7 @@ def segment_blockwise(
         n_labels = int(counts.sum()) - int(removed.size)
         run_blocks(
             _FinalTask(output.array, blocking, journal, counts, nodes, roots, removed),
-            todo("final"),
+            output.todo("final", n_blocks),
             backend,
             progress=progress,
             desc="segment 3/3 relabel",
@@ -1119,10 +1115,9 @@ def link_sections_blockwise(
             overwrite=overwrite,
         )
         if not output.journal.complete:
-            done = output.journal.done("link") if output.resuming else set()
             run_blocks(
                 _ApplyLinks(labels, output.array, blocking, output.journal, keys, objects),
-                [i for i in range(len(blocking)) if i not in done],
+                output.todo("link", len(blocking)),
                 backend,
                 progress=progress,
                 desc="link sections",

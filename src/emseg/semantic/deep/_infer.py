@@ -451,8 +451,7 @@ def predict_blockwise(
     with open_backend(scheduler, n_workers) as backend:
         check_chunk_alignment(blocking, spatial_chunks, parallel=backend.parallel)
         if not journal.complete:
-            done = journal.done("map") if outputs[0].resuming else set()
-            todo = [i for i in range(len(blocking)) if i not in done]
+            todo = outputs[0].todo("map", len(blocking))
             task = _TileTask(
                 predictor,
                 img,
