@@ -169,6 +169,35 @@ class ChannelTask:
         self.journal.mark_done(self.stage, block_id)
 
 
+def prepare_class_map_output(
+    out: Any,
+    *,
+    shape: tuple[int, ...],
+    chunks: tuple[int, ...],
+    spacing: tuple[float, ...],
+    params: dict[str, Any],
+    job: str,
+    resume: bool,
+    overwrite: bool,
+) -> Output:
+    """The uint8 class-map output written beside a prediction's probabilities.
+
+    `shape` and `chunks` are spatial; `job` names the producer in the journal
+    parameters (so a class map never resumes another job's journal).
+    """
+    return prepare_channel_output(
+        out,
+        shape=shape,
+        dtype=np.uint8,
+        chunks=chunks,
+        spacing=spacing,
+        params={**params, "job": job},
+        resume=resume,
+        overwrite=overwrite,
+        labels=True,
+    )
+
+
 def run_channel_blocks(
     func: Callable[..., Sequence[np.ndarray]],
     image: Any,

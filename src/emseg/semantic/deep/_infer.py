@@ -386,7 +386,11 @@ def predict_blockwise(
     from emseg.blockwise import Blocking, check_chunk_alignment
     from emseg.blockwise._execute import open_backend, run_blocks
     from emseg.blockwise._output import as_input, check_inputs, finish_output, input_spacing
-    from emseg.features._blockwise import _spatial_chunks, prepare_channel_output
+    from emseg.features._blockwise import (
+        _spatial_chunks,
+        prepare_channel_output,
+        prepare_class_map_output,
+    )
 
     check_choice(dtype, ("float16", "uint8", "float32"), name="dtype")
     img = as_input(image)
@@ -429,16 +433,15 @@ def predict_blockwise(
                 f"`class_map_out` needs a softmax or sigmoid model; this one's head is {model.head!r}."
             )
         outputs.append(
-            prepare_channel_output(
+            prepare_class_map_output(
                 class_map_out,
                 shape=shape,
-                dtype=np.uint8,
                 chunks=spatial_chunks,
                 spacing=sp,
-                params={**params, "job": "emseg.deep.class_map"},
+                params=params,
+                job="emseg.deep.class_map",
                 resume=resume,
                 overwrite=overwrite,
-                labels=True,
             )
         )
     if block_shape is None:

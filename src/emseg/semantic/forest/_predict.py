@@ -11,7 +11,12 @@ from emseg._checks import check_choice
 from emseg.blockwise._execute import SchedulerLike
 from emseg.blockwise._output import as_input, check_inputs, input_spacing
 from emseg.features import check_image, compute_features
-from emseg.features._blockwise import _spatial_chunks, prepare_channel_output, run_channel_blocks
+from emseg.features._blockwise import (
+    _spatial_chunks,
+    prepare_channel_output,
+    prepare_class_map_output,
+    run_channel_blocks,
+)
 from emseg.semantic.forest._model import PixelClassifier, chain_probabilities, class_map
 
 OutputDtype = Literal["float32", "uint8"]
@@ -122,16 +127,15 @@ def predict_blockwise(
     ]
     if class_map_out is not None:
         outputs.append(
-            prepare_channel_output(
+            prepare_class_map_output(
                 class_map_out,
                 shape=shape,
-                dtype=np.uint8,
                 chunks=spatial_chunks,
                 spacing=sp,
-                params={**params, "job": "emseg.forest.class_map"},
+                params=params,
+                job="emseg.forest.class_map",
                 resume=resume,
                 overwrite=overwrite,
-                labels=True,
             )
         )
     run_channel_blocks(
