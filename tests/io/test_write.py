@@ -328,7 +328,7 @@ def test_validation_errors(tmp_path):
     data = np.zeros((4, 4, 4), np.uint8)
     with pytest.raises(
         EmsegValueError,
-        match=r"`compression` must be one of 'zstd', 'blosc', 'gzip', 'none'; got 'lz4'",
+        match=r"`compression` must be one of 'zstd', 'blosc', 'blosc-lz4', 'gzip', 'none'; got 'lz4'",
     ):
         write_image(data, tmp_path / "a.zarr", compression="lz4")
     with pytest.raises(EmsegValueError, match="blosc"):

@@ -94,11 +94,9 @@ def output_codec(dtype: Any) -> Any:
     ratio on labels (about 40x against 70x; float32 data barely compress
     with either).
     """
-    from zarr.codecs import BloscCodec
+    from emseg.io._write import _compressors
 
-    return BloscCodec(
-        cname="lz4", clevel=5, shuffle="shuffle", typesize=int(np.dtype(dtype).itemsize)
-    )
+    return _compressors("blosc-lz4", 3, dtype)[0]
 
 
 def _create_array(
@@ -121,33 +119,16 @@ def _create_array(
     if path.name.lower().endswith(".zarr"):
         from emseg.io import create_image
 
-        level0 = create_image(
+        return create_image(
             path,
             shape=shape,
             dtype=dtype,
             chunks=chunks,
             spacing=spacing,
             labels=labels,
-            compression="zstd",
+            compression="blosc-lz4",  # the job's fast codec (see output_codec)
             overwrite=True,
             attrs={"producer": "emseg.blockwise"},
-        )
-        # same empty level 0, with the job's fast codec (the OME metadata is the group's)
-        group = zarr.open_group(str(path), mode="r+")
-        prov: Any = group.attrs.get("emseg")
-        if isinstance(prov, dict) and isinstance(prov.get("parameters"), dict):
-            params = {**prov["parameters"], "compression": "blosc-lz4"}
-            group.attrs["emseg"] = {**prov, "parameters": params}
-        return zarr.create_array(
-            store=str(path),
-            name=level0.path,
-            shape=level0.shape,
-            dtype=level0.dtype,
-            chunks=level0.chunks,
-            fill_value=level0.fill_value,
-            compressors=output_codec(dtype),
-            attributes=dict(level0.attrs),
-            overwrite=True,
         )
     return zarr.create_array(
         store=str(path),

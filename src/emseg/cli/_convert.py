@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 from emseg.cli._common import add_command, add_overwrite, add_spacing
+from emseg.io import COMPRESSIONS
 
 
 def register(sub: Any) -> None:
@@ -43,9 +44,9 @@ def register(sub: Any) -> None:
     )
     p.add_argument(
         "--compression",
-        choices=["zstd", "blosc", "gzip", "none"],
+        choices=list(COMPRESSIONS),
         default="zstd",
-        help="compression codec",
+        help="compression codec (TIFF output: zstd, gzip or none)",
     )
     p.add_argument("--dataset", default=None, help="dataset inside a container (HDF5, Zarr, N5)")
     p.add_argument(

@@ -55,8 +55,10 @@ from emseg.io._pyramid import Level, downsample_mean, downsample_mode, plan_leve
 
 logger = logging.getLogger(__name__)
 
-Compression = Literal["zstd", "blosc", "gzip", "none"]
-COMPRESSIONS: tuple[str, ...] = ("zstd", "blosc", "gzip", "none")
+Compression = Literal["zstd", "blosc", "blosc-lz4", "gzip", "none"]
+#: "blosc-lz4" (Blosc LZ4 + byte shuffle) encodes 2-4x faster than zstd and releases the
+#: GIL: the codec of blockwise job outputs. Not available for TIFF.
+COMPRESSIONS: tuple[str, ...] = ("zstd", "blosc", "blosc-lz4", "gzip", "none")
 _VALID_AXES = ("yx", "zyx", "cyx", "czyx")
 _ZARR_SUFFIXES = (".zarr",)
 _TIFF_SUFFIXES = (".tif", ".tiff", ".btf")
@@ -192,16 +194,20 @@ def _parse_chunks(
     return tuple(min(c, s) for c, s in zip(values, shape, strict=True))
 
 
-def _compressors(compression: str, zarr_format: int) -> Any:
+def _compressors(compression: str, zarr_format: int, dtype: Any = np.uint8) -> Any:
     check_choice(compression, COMPRESSIONS, name="compression")
     if compression == "none":
         return None
+    typesize = int(np.dtype(dtype).itemsize)
     if zarr_format == 3:
         from zarr.codecs import BloscCodec, GzipCodec, ZstdCodec
 
         codec: Any = {
             "zstd": lambda: ZstdCodec(level=3),
             "blosc": lambda: BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle"),
+            "blosc-lz4": lambda: BloscCodec(
+                cname="lz4", clevel=5, shuffle="shuffle", typesize=typesize
+            ),
             "gzip": lambda: GzipCodec(level=5),
         }[compression]()
     else:
@@ -211,6 +217,9 @@ def _compressors(compression: str, zarr_format: int) -> Any:
             "zstd": lambda: numcodecs.Zstd(level=3),
             "blosc": lambda: numcodecs.Blosc(
                 cname="zstd", clevel=3, shuffle=numcodecs.Blosc.BITSHUFFLE
+            ),
+            "blosc-lz4": lambda: numcodecs.Blosc(
+                cname="lz4", clevel=5, shuffle=numcodecs.Blosc.SHUFFLE
             ),
             "gzip": lambda: numcodecs.GZip(level=5),
         }[compression]()
@@ -495,7 +504,7 @@ def _create_levels(
                 shape=lv.shape,
                 chunks=lchunks,
                 dtype=dtype,
-                compressors=_compressors(compression, zarr_format),
+                compressors=_compressors(compression, zarr_format, dtype),
                 fill_value=fill_value,
                 overwrite=True,
             )
