@@ -1,0 +1,298 @@
+"""Preset directories: ``preset.json`` + model files (format in ``presets/README.md``).
+
+A preset chains a semantic model (a shipped deep model by name, or a forest
+model file in the preset directory) and an instance method with its
+parameters (sizes in nm / nm^3), and records the spacing of the training
+data and the validation scores of the shipped settings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from emseg.errors import DatasetNotFoundError, FormatError
+
+FORMAT = "emseg.preset"
+FORMAT_VERSION = 1
+PRESET_FILE = "preset.json"
+#: Instance methods a preset may name (``instances.method``).
+METHODS = ("components", "watershed", "agglomerate")
+KINDS = ("forest", "deep")
+
+
+def presets_dir() -> Path:
+    """The folder of shipped presets inside the installed package."""
+    return Path(__file__).parent
+
+
+@dataclass(frozen=True, eq=False)
+class Preset:
+    """A loaded preset: its directory and the parsed ``preset.json``.
+
+    Attributes
+    ----------
+    name : str
+        The preset's name (its directory's name).
+    path : Path
+        The preset directory.
+    description : str
+        One line for ``emseg segment --list``.
+    target : str
+        What it segments (``"mitochondria"``, ``"neurons"``, ...).
+    spacing : tuple of float
+        Voxel size (nm, z-y-x) of the training data.
+    prediction : dict
+        ``kind`` ("forest" or "deep"), ``model`` and ``class`` (the channel
+        passed to the instance step); optional ``tta`` for deep models.
+    instances : dict
+        ``method`` and its parameter block (keyword names of the
+        :mod:`emseg.instance` functions), ``min_size_nm3``, ``halo_nm``.
+    validation, training, files : dict
+        Where the shipped settings were scored and with what, how the
+        directory was built, SHA-256 of each model file.
+    document : dict
+        The whole ``preset.json``.
+    """
+
+    name: str
+    path: Path
+    description: str
+    target: str
+    spacing: tuple[float, ...]
+    prediction: dict[str, Any]
+    instances: dict[str, Any]
+    validation: dict[str, Any]
+    training: dict[str, Any]
+    files: dict[str, str]
+    document: dict[str, Any]
+
+    @property
+    def kind(self) -> str:
+        return str(self.prediction["kind"])
+
+    @property
+    def method(self) -> str:
+        return str(self.instances["method"])
+
+    @property
+    def scores(self) -> dict[str, float]:
+        """The validation scores (named floats; empty when not scored yet)."""
+        return dict(self.validation.get("scores", {}) or {})
+
+    def model_path(self) -> Path:
+        """The forest model file, or the deep model folder (shipped name or a folder here).
+
+        Raises
+        ------
+        DatasetNotFoundError
+            When the model is not installed; the message lists what is.
+        """
+        model = str(self.prediction["model"])
+        if self.kind == "forest":
+            p = self.path / model
+            if not p.is_file():
+                raise DatasetNotFoundError(
+                    f"preset {self.name!r} names the forest model {model!r}, which is not in "
+                    f"{str(self.path)!r}. Rebuild the preset ({self.training.get('command', '?')})."
+                )
+            return p
+        from emseg.semantic.deep import list_models
+        from emseg.semantic.deep._model import WEIGHTS
+
+        local = self.path / model
+        if (local / WEIGHTS).is_file():
+            return local
+        shipped = {m.name: m.path for m in list_models()}
+        if model in shipped:
+            return shipped[model]
+        names = ", ".join(sorted(shipped)) or "none"
+        raise DatasetNotFoundError(
+            f"preset {self.name!r} needs the deep model {model!r}, which is not installed "
+            f"(shipped models: {names}). Train it (see `emseg models` and configs/{model}.yaml) "
+            "and install it under emseg/models/, or use another preset (`emseg segment --list`)."
+        )
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _require(doc: dict[str, Any], key: str, kind: type | tuple[type, ...], where: Path) -> Any:
+    if key not in doc or not isinstance(doc[key], kind):
+        raise FormatError(
+            f"{str(where)!r}: `{key}` is missing or not a "
+            f"{getattr(kind, '__name__', kind)}; see emseg/presets/README.md."
+        )
+    return doc[key]
+
+
+def parse_preset(doc: dict[str, Any], path: str | os.PathLike[str]) -> Preset:
+    """Check a ``preset.json`` document and return the :class:`Preset` of directory `path`.
+
+    Raises
+    ------
+    FormatError
+        Another format or version, a missing field, an unknown prediction
+        kind or instance method, or a method without its parameter block.
+    """
+    folder = Path(path)
+    where = folder / PRESET_FILE
+    if doc.get("format") != FORMAT or doc.get("format_version") != FORMAT_VERSION:
+        raise FormatError(
+            f"{str(where)!r} is not an emseg preset of format {FORMAT!r} version "
+            f"{FORMAT_VERSION} (got format={doc.get('format')!r}, "
+            f"format_version={doc.get('format_version')!r})."
+        )
+    pred = _require(doc, "prediction", dict, where)
+    inst = _require(doc, "instances", dict, where)
+    spacing = _require(doc, "spacing", list, where)
+    for key in ("kind", "model", "class"):
+        _require(pred, key, str, where)
+    if pred["kind"] not in KINDS:
+        raise FormatError(
+            f"{str(where)!r}: `prediction.kind` must be one of {', '.join(map(repr, KINDS))}; "
+            f"got {pred['kind']!r}."
+        )
+    method = _require(inst, "method", str, where)
+    if method not in METHODS:
+        raise FormatError(
+            f"{str(where)!r}: `instances.method` must be one of "
+            f"{', '.join(map(repr, METHODS))}; got {method!r}."
+        )
+    needed = ("supervoxels", "agglomeration") if method == "agglomerate" else (method,)
+    for key in needed:
+        _require(inst, key, dict, where)
+    if method == "agglomerate" and "threshold" not in inst["agglomeration"]:
+        raise FormatError(f"{str(where)!r}: `instances.agglomeration.threshold` is missing.")
+    if len(spacing) not in (2, 3) or not all(isinstance(s, int | float) and s > 0 for s in spacing):
+        raise FormatError(
+            f"{str(where)!r}: `spacing` must be 2 or 3 positive numbers (nm); got {spacing!r}."
+        )
+    return Preset(
+        name=str(doc.get("name", folder.name)),
+        path=folder,
+        description=str(doc.get("description", "")),
+        target=str(doc.get("target", pred["class"])),
+        spacing=tuple(float(s) for s in spacing),
+        prediction=dict(pred),
+        instances=dict(inst),
+        validation=dict(doc.get("validation", {}) or {}),
+        training=dict(doc.get("training", {}) or {}),
+        files=dict(doc.get("files", {}) or {}),
+        document=doc,
+    )
+
+
+def _is_preset_dir(p: Path) -> bool:
+    return (p / PRESET_FILE).is_file()
+
+
+def list_presets(folder: str | os.PathLike[str] | None = None) -> list[Preset]:
+    """The presets in `folder` (default: those shipped with emseg), sorted by name.
+
+    A directory whose ``preset.json`` cannot be parsed is skipped with a
+    warning (one broken preset does not hide the others).
+    """
+    import warnings
+
+    root = Path(folder) if folder is not None else presets_dir()
+    out = []
+    if root.is_dir():
+        for p in sorted(root.iterdir()):
+            if p.is_dir() and _is_preset_dir(p):
+                try:
+                    out.append(load_preset(p))
+                except FormatError as exc:
+                    warnings.warn(f"skipping preset {p.name!r}: {exc}", stacklevel=2)
+    return out
+
+
+def load_preset(name_or_path: str | os.PathLike[str] | Preset, *, verify: bool = True) -> Preset:
+    """Load a shipped preset by name, or a preset directory (or its ``preset.json``).
+
+    Parameters
+    ----------
+    name_or_path : str, path or Preset
+        A shipped preset's name (see :func:`list_presets`), a directory
+        holding ``preset.json``, or that file.
+    verify : bool, default True
+        Check the SHA-256 of the files listed under ``files``.
+
+    Returns
+    -------
+    Preset
+
+    Raises
+    ------
+    DatasetNotFoundError
+        Neither a preset directory nor a shipped name; lists the shipped names.
+    FormatError
+        A malformed ``preset.json`` or a model file whose checksum differs.
+    """
+    if isinstance(name_or_path, Preset):
+        return name_or_path
+    p = Path(name_or_path)
+    if p.is_file() and p.name == PRESET_FILE:
+        p = p.parent
+    if not _is_preset_dir(p):
+        shipped = presets_dir() / str(name_or_path)
+        if os.sep not in str(name_or_path) and _is_preset_dir(shipped):
+            p = shipped
+        else:
+            names = [d.name for d in sorted(presets_dir().iterdir()) if _is_preset_dir(d)]
+            raise DatasetNotFoundError(
+                f"`preset` {str(name_or_path)!r} is neither a preset directory (with "
+                f"{PRESET_FILE}) nor a shipped preset (shipped: {', '.join(names) or 'none'}). "
+                "See `emseg segment --list`."
+            )
+    try:
+        doc = json.loads((p / PRESET_FILE).read_text())
+    except json.JSONDecodeError as exc:
+        raise FormatError(f"{str(p / PRESET_FILE)!r} is not valid JSON: {exc}.") from None
+    if not isinstance(doc, dict):
+        raise FormatError(f"{str(p / PRESET_FILE)!r} must hold a JSON object.")
+    preset = parse_preset(doc, p)
+    if verify:
+        for fname, digest in preset.files.items():
+            f = p / fname
+            if f.is_file() and digest and _sha256(f) != digest:
+                raise FormatError(
+                    f"preset {preset.name!r}: {fname!r} does not match its SHA-256 in "
+                    f"{PRESET_FILE} (the file was changed or truncated); reinstall or rebuild "
+                    "the preset."
+                )
+    return preset
+
+
+def write_preset(doc: dict[str, Any], folder: str | os.PathLike[str]) -> Preset:
+    """Write ``preset.json`` into `folder` (checked first; file digests filled in).
+
+    Every file of the folder named in ``doc["files"]`` gets its SHA-256, as
+    does the forest model named by ``prediction.model``.
+    """
+    folder = Path(folder)
+    doc = json.loads(json.dumps(doc))  # a copy, and JSON-able
+    doc.setdefault("format", FORMAT)
+    doc.setdefault("format_version", FORMAT_VERSION)
+    doc.setdefault("name", folder.name)
+    files = dict(doc.get("files", {}) or {})
+    pred = doc.get("prediction", {})
+    if pred.get("kind") == "forest":
+        files.setdefault(str(pred.get("model")), "")
+    for fname in list(files):
+        if (folder / fname).is_file():
+            files[fname] = _sha256(folder / fname)
+    doc["files"] = files
+    parse_preset(doc, folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / PRESET_FILE).write_text(json.dumps(doc, indent=2, allow_nan=False) + "\n")
+    return load_preset(folder)
