@@ -3,7 +3,8 @@
 Label queries (:meth:`Catalog.query` with the safe language of
 :func:`parse_query`), proximity queries (:func:`near`, :func:`contacts`,
 surface-to-surface in nm through the spatial index) and image-based queries
-(:func:`like` over per-object descriptors, :func:`describe_objects`).
+(:func:`like` over per-object descriptors, :func:`describe_objects`; exact
+below :data:`ANN_MIN_OBJECTS` objects, a faiss IVF-Flat index from there on).
 The embedded default is one SQLite file with an R*Tree (:class:`SQLiteCatalog`);
 :class:`PostgresCatalog` runs the same schema and SQL on PostgreSQL.
 See ``docs/catalog.md``.
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from emseg.catalog._ann import ANN_MIN_OBJECTS, AnnIndexInfo
 from emseg.catalog._catalog import Catalog
 from emseg.catalog._embed import FEATURES, describe_objects, describe_patch, like
 from emseg.catalog._postgres import PostgresCatalog
@@ -39,9 +41,11 @@ def open_catalog(location: str | Path, *, create: bool = True) -> Catalog:
 
 
 __all__ = [
+    "ANN_MIN_OBJECTS",
     "DIRECTIONS",
     "FEATURES",
     "SCHEMA_VERSION",
+    "AnnIndexInfo",
     "Catalog",
     "PostgresCatalog",
     "SQLiteCatalog",

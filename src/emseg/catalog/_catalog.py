@@ -8,14 +8,24 @@ placeholder style and one spatial primitive, :meth:`Catalog.box_candidates`
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import logging
+import secrets
 from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from emseg.catalog._ann import (
+    ANN_MIN_OBJECTS,
+    AnnIndex,
+    Fingerprint,
+    build_index,
+    from_bytes,
+    to_parts,
+)
 from emseg.catalog._query import Node, check_sort, parse_query, to_sql
 from emseg.catalog._schema import AXES, NUMERIC_COLUMNS, RESULT_COLUMNS
 from emseg.errors import EmsegValueError
@@ -40,12 +50,23 @@ class Catalog:
     """An open catalog; use :func:`~emseg.catalog.open_catalog` to get one.
 
     Subclasses set ``conn``, ``ph`` (the placeholder) and implement
-    :meth:`box_candidates`, :meth:`_begin_write` and :meth:`_insert_boxes`.
+    :meth:`box_candidates`, :meth:`_begin_write`, :meth:`_insert_boxes`,
+    :meth:`_snapshot` and the ANN index storage (:meth:`_ann_load`,
+    :meth:`_ann_store`).
+
+    Attributes
+    ----------
+    ann_min_objects : int
+        Image queries on a catalog with at least this many objects use the
+        ANN index (default :data:`~emseg.catalog._ann.ANN_MIN_OBJECTS`,
+        20,000); set it on an open catalog to change the switch-over.
     """
 
     conn: Any
     ph: str = "?"
     dialect: str = "sqlite"
+    ann_min_objects: int = ANN_MIN_OBJECTS
+    _ann: AnnIndex | None = None
 
     # -- backend hooks -------------------------------------------------------------
     def box_candidates(
@@ -64,6 +85,20 @@ class Catalog:
         """Insert object rows (PostgreSQL overrides this with ``COPY``)."""
         ph = ", ".join([self.ph] * len(columns))
         cur.executemany(f"INSERT INTO objects ({', '.join(columns)}) VALUES ({ph})", rows)
+
+    @contextlib.contextmanager
+    def _snapshot(self) -> Iterator[None]:
+        """A read transaction: every statement inside sees the same state of the catalog."""
+        raise NotImplementedError
+        yield
+
+    def _ann_load(self) -> bytes | None:
+        """The stored ANN index bytes, or None."""
+        raise NotImplementedError
+
+    def _ann_store(self, parts: Iterator[bytes | memoryview]) -> str:
+        """Store the ANN index bytes (given in parts); return where (for messages)."""
+        raise NotImplementedError
 
     def close(self) -> None:
         self.conn.close()
@@ -154,6 +189,12 @@ class Catalog:
             cur.execute("SELECT COALESCE(MAX(id), 0) FROM objects")
             first = int(cur.fetchone()[0]) + 1
             n_rows = self._insert_objects(cur, did, first, table, points, embeddings)
+            # invalidates any ANN index built before (see emseg.catalog._ann)
+            cur.execute(
+                "INSERT INTO emseg_meta (key, value) VALUES ('objects_generation', '1') "
+                "ON CONFLICT (key) DO UPDATE "
+                "SET value = CAST(CAST(emseg_meta.value AS BIGINT) + 1 AS TEXT)"
+            )
             self.conn.commit()
         except BaseException:
             self.conn.rollback()
@@ -395,6 +436,58 @@ class Catalog:
             for r in cur.fetchall():
                 out[int(r[0])] = np.array([float(v or 0.0) for v in r[1:]])
         return out
+
+    # -- nearest-neighbour index ---------------------------------------------------
+    def _fingerprint(self) -> Fingerprint:
+        cur = self.conn.cursor()
+        cur.execute("SELECT value FROM emseg_meta WHERE key = 'objects_generation'")
+        row = cur.fetchone()
+        cur.execute("SELECT COALESCE(MAX(id), 0) FROM objects")
+        return Fingerprint(int(row[0]) if row else 0, int(cur.fetchone()[0]))
+
+    def _ann_key(self) -> bytes:
+        """This catalog's secret HMAC key for its stored ANN index (created on first use)."""
+        cur = self.conn.cursor()
+        cur.execute(
+            f"INSERT INTO emseg_meta (key, value) VALUES ('ann_key', {self.ph}) "
+            "ON CONFLICT (key) DO NOTHING",
+            (secrets.token_hex(32),),
+        )
+        cur.execute("SELECT value FROM emseg_meta WHERE key = 'ann_key'")
+        return bytes.fromhex(cur.fetchone()[0])
+
+    def ann_index(self, *, rebuild: bool = False) -> AnnIndex:
+        """The ANN index over this catalog's descriptors, up to date (see ``emseg.catalog._ann``).
+
+        Reuses the index held by this object or the stored one when it was
+        built from the catalog's current state and carries this catalog's
+        HMAC; otherwise (or with `rebuild`) builds it and stores it.
+
+        Returns
+        -------
+        AnnIndex
+            ``.info`` (:class:`~emseg.catalog.AnnIndexInfo`) describes it.
+        """
+        fp = self._fingerprint()
+        if not rebuild and self._ann is not None and self._ann.fingerprint == fp:
+            return self._ann
+        key = self._ann_key()
+        if not rebuild:
+            blob = self._ann_load()
+            if blob is not None:
+                loaded = from_bytes(blob, key, fp)
+                del blob
+                if loaded is not None:
+                    self._ann = loaded
+                    return loaded
+        ann = build_index(self)
+        try:
+            where = self._ann_store(to_parts(ann, key))
+            log.info("catalog: ANN index stored in %s", where)
+        except OSError as exc:
+            log.warning("catalog: cannot store the ANN index (%s); it is kept in memory only", exc)
+        self._ann = ann
+        return ann
 
     def __len__(self) -> int:
         cur = self.conn.cursor()

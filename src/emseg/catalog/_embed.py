@@ -8,12 +8,15 @@ contrast; Gaussian gradient magnitude and Laplacian-of-Gaussian means inside
 and on the ring at two scales (8 and 24 nm); and shape descriptors from the
 morphometry row (log volume, elongation, flatness, solidity, sphericity).
 Vectors are standardised (z-score over the whole catalog) at query time and
-compared by Euclidean distance. The search is exact: two streamed numpy
-scans (batches of 50 000; the first for the standardisation, the second for
-the distances), so its time and I/O grow linearly with the catalog and its
-memory stays at one batch. hnswlib / faiss are not installed; see
-``benchmarks/bench_catalog.py`` and ``docs/catalog.md`` for the measured
-latency and the catalog size beyond which an ANN index would be needed.
+compared by Euclidean distance.
+
+Search: below ``catalog.ann_min_objects`` objects (20,000 by default), or
+with ``exact=True``, it is exact: two streamed numpy scans (batches of
+50 000; the first for the standardisation, the second for the distances),
+time and I/O linear in the catalog, memory one batch. From that size on it
+uses the catalog's faiss IVF-Flat index (:mod:`emseg.catalog._ann`: built
+on first use, stored with the catalog, rebuilt when objects change, recall@10
+calibrated to 0.97). See ``docs/catalog.md`` for measured latency and recall.
 """
 
 from __future__ import annotations
@@ -161,17 +164,36 @@ def describe_patch(
 
 
 def like(
-    catalog: Catalog, example: int | np.ndarray, *, top: int = 10, where: str = ""
+    catalog: Catalog,
+    example: int | np.ndarray,
+    *,
+    top: int = 10,
+    where: str = "",
+    exact: bool = False,
 ) -> pd.DataFrame:
     """The `top` objects most similar to `example` (an object id or a descriptor vector).
 
-    Exact search over the standardised descriptors of the whole catalog.
+    Parameters
+    ----------
+    catalog : Catalog
+        An open catalog.
+    example : int or (D,) ndarray
+        An object id (the object itself is left out of the answer) or a
+        descriptor, e.g. from :func:`describe_patch`.
+    top : int
+        Number of neighbours.
+    where : str
+        A label query the neighbours must match.
+    exact : bool
+        Scan every descriptor even when the catalog is large enough for the
+        ANN index (``len(catalog) >= catalog.ann_min_objects``).
 
     Returns
     -------
     pandas.DataFrame
-        Object rows plus ``distance`` (in standard deviations), nearest first;
-        the example object itself is excluded.
+        Object rows plus ``distance`` (Euclidean, on descriptors z-scored over
+        the whole catalog, in standard deviations), nearest first.
+        ``df.attrs["search"]`` is ``"exact"`` or ``"ann"`` (the path taken).
     """
     if int(top) < 1:
         raise EmsegValueError(f"`top` must be >= 1; got {top}.")
@@ -186,10 +208,44 @@ def like(
         exclude = int(example)
     else:
         vec = np.asarray(example, np.float64).ravel()
+    allowed = catalog.ids(where) if where else None
+    if exact or len(catalog) < catalog.ann_min_objects:
+        best = _exact(catalog, vec, top=int(top), exclude=exclude, allowed=allowed)
+        method = "exact"
+    else:
+        hits = catalog.ann_index().search(vec, int(top) + (exclude is not None), allowed=allowed)
+        best = [
+            (float(d), int(o))
+            for d, o in zip(hits.distances, hits.ids, strict=True)
+            if int(o) != exclude
+        ][: int(top)]
+        method = "ann"
+    df = catalog.query(ids=[o for _, o in best])
+    order = {o: d for d, o in best}
+    df["distance"] = [order[int(i)] for i in df["id"]]
+    df = df.sort_values(["distance", "id"]).reset_index(drop=True)
+    df.attrs["search"] = method
+    return df
+
+
+def _exact(
+    catalog: Catalog,
+    vec: np.ndarray,
+    *,
+    top: int,
+    exclude: int | None,
+    allowed: np.ndarray | None,
+) -> list[tuple[float, int]]:
+    """(distance, id) of the `top` nearest descriptors by two streamed scans, nearest first."""
     n = 0
     s1 = np.zeros_like(vec)
     s2 = np.zeros_like(vec)
     for _ids, e in catalog.iter_embeddings():
+        if e.shape[1] != len(vec):
+            raise EmsegValueError(
+                f"`example` must have {e.shape[1]} numbers (the catalog's descriptor length); "
+                f"got {len(vec)}."
+            )
         n += len(e)
         s1 += e.sum(0)
         s2 += (e.astype(np.float64) ** 2).sum(0)
@@ -198,7 +254,6 @@ def like(
     mu = s1 / n
     sd = np.sqrt(np.maximum(s2 / n - mu**2, 0)) + 1e-9
     q = (vec - mu) / sd
-    allowed = catalog.ids(where) if where else None
     heap: list[tuple[float, int]] = []
     for ids, e in catalog.iter_embeddings():
         keep = ids != (exclude if exclude is not None else -1)
@@ -206,15 +261,11 @@ def like(
             keep &= np.isin(ids, allowed, assume_unique=True)
         ids = ids[keep]
         dist = np.sqrt((((e[keep] - mu) / sd - q) ** 2).sum(1))
-        k = min(len(dist), int(top))
+        k = min(len(dist), top)
         if k == 0:
             continue
         for j in np.argpartition(dist, k - 1)[:k]:
             heapq.heappush(heap, (-float(dist[j]), -int(ids[j])))
-            if len(heap) > int(top):
+            if len(heap) > top:
                 heapq.heappop(heap)
-    best = sorted((-d, -o) for d, o in heap)
-    df = catalog.query(ids=[o for _, o in best])
-    order = {o: d for d, o in best}
-    df["distance"] = [order[int(i)] for i in df["id"]]
-    return df.sort_values(["distance", "id"]).reset_index(drop=True)
+    return sorted((-d, -o) for d, o in heap)

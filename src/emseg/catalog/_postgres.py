@@ -6,12 +6,17 @@ R-tree over their (x, y) extent (core ``box`` type, no extension needed) and
 z is filtered on the candidates, instead of SQLite's 3D R*Tree. Needs the
 ``psycopg`` (version 3) driver, which is an optional dependency
 (``pip install "psycopg[binary]>=3.2"``).
+
+The ANN index of image queries (:mod:`emseg.catalog._ann`) is stored in
+the table ``emseg_ann`` (created on first use) as BYTEA parts of at most
+:data:`ANN_PART` bytes, replaced in one transaction.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -22,6 +27,8 @@ from emseg.errors import DatasetNotFoundError, EmsegError, FormatError
 
 #: Advisory lock key held while the schema is created ("emseg" in ASCII).
 CREATE_LOCK = 0x656D736567
+#: Largest BYTEA value written for the ANN index (PostgreSQL's limit is 1 GB).
+ANN_PART = 64 * 2**20
 
 
 def redact(url: str) -> str:
@@ -98,6 +105,42 @@ class PostgresCatalog(Catalog):
         # one writer at a time assigns ids; readers are not blocked
         cur.execute("BEGIN")
         cur.execute("LOCK TABLE datasets, objects IN SHARE ROW EXCLUSIVE MODE")
+
+    @contextlib.contextmanager
+    def _snapshot(self) -> Iterator[None]:
+        with self.conn.transaction():
+            self.conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            yield
+
+    def _ann_load(self) -> bytes | None:
+        cur = self.conn.cursor()
+        cur.execute("SELECT to_regclass('emseg_ann')")
+        if cur.fetchone()[0] is None:
+            return None
+        cur.execute("SELECT data FROM emseg_ann ORDER BY part")
+        parts = [bytes(r[0]) for r in cur.fetchall()]
+        return b"".join(parts) if parts else None
+
+    def _ann_store(self, parts: Iterator[bytes | memoryview]) -> str:
+        cur = self.conn.cursor()
+        with self.conn.transaction():
+            # two processes storing at once: one at a time (CREATE IF NOT EXISTS can race)
+            cur.execute("SELECT pg_advisory_xact_lock(%s)", (CREATE_LOCK + 1,))
+            cur.execute(
+                "CREATE TABLE IF NOT EXISTS emseg_ann "
+                "(part INTEGER PRIMARY KEY, data BYTEA NOT NULL)"
+            )
+            cur.execute("DELETE FROM emseg_ann")
+            n = 0
+            for part in parts:
+                view = memoryview(part)
+                for s in range(0, len(view), ANN_PART):
+                    cur.execute(
+                        "INSERT INTO emseg_ann (part, data) VALUES (%s, %s)",
+                        (n, view[s : s + ANN_PART].tobytes()),
+                    )
+                    n += 1
+        return f"table emseg_ann of {redact(self.url)}"
 
     def _insert_rows(self, cur: Any, columns: list[str], rows: list[tuple[Any, ...]]) -> None:
         with cur.copy(f"COPY objects ({', '.join(columns)}) FROM STDIN") as copy:

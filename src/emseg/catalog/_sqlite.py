@@ -4,12 +4,20 @@ Several processes may add datasets at the same time: the file is in WAL mode
 and each :meth:`~emseg.catalog.Catalog.add_dataset` is one ``BEGIN
 IMMEDIATE`` transaction (writers queue on the lock for up to `timeout`
 seconds; readers never block).
+
+The ANN index of image queries (:mod:`emseg.catalog._ann`) is stored next
+to the catalog as ``<catalog file>.ann`` (written to a temporary file in
+the same folder, then renamed over the old one: readers see the old or the
+new index, never half of one).
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sqlite3
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +87,38 @@ class SQLiteCatalog(Catalog):
 
     def _begin_write(self, cur: Any) -> None:
         cur.execute("BEGIN IMMEDIATE")
+
+    @contextlib.contextmanager
+    def _snapshot(self) -> Iterator[None]:
+        # a deferred read transaction: in WAL mode it sees one snapshot and blocks no writer
+        self.conn.execute("BEGIN")
+        try:
+            yield
+        finally:
+            self.conn.execute("COMMIT")
+
+    @property
+    def ann_path(self) -> Path:
+        """Where the ANN index of this catalog is stored."""
+        return self.path.with_name(self.path.name + ".ann")
+
+    def _ann_load(self) -> bytes | None:
+        try:
+            return self.ann_path.read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def _ann_store(self, parts: Iterator[bytes | memoryview]) -> str:
+        fd, tmp = tempfile.mkstemp(prefix=self.ann_path.name + ".", dir=self.ann_path.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                for part in parts:
+                    f.write(part)
+            os.replace(tmp, self.ann_path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return str(self.ann_path)
 
     def _insert_boxes(self, cur: Any, rows: list[tuple[Any, ...]]) -> None:
         cur.executemany(
