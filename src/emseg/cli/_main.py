@@ -36,6 +36,7 @@ COMMANDS = [
     "models",
     # instances
     "instances",
+    "segment",
     # evaluation
     "evaluate",
     # measurement and the catalog
