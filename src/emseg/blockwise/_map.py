@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
+from emseg.blockwise._chunkio import ChunkIO
 from emseg.blockwise._execute import SchedulerLike, describe_scheduler, open_backend, run_blocks
 from emseg.blockwise._geometry import (
     Block,
@@ -30,26 +32,66 @@ from emseg.errors import EmsegTypeError, EmsegValueError
 log = logging.getLogger(__name__)
 
 
-def read_block(array: Any, roi: Roi) -> np.ndarray:
-    """The voxels of `roi` from any sliceable array, as a numpy array."""
+def read_block(array: Any, roi: Roi, *, reader: ChunkIO | None = None) -> np.ndarray:
+    """The voxels of `roi` from any sliceable array, as a numpy array.
+
+    A local zarr v3 array (or a LazyImage over one) is read chunk by chunk
+    without zarr's per-chunk Python path (:class:`ChunkIO`); pass `reader`
+    (``ChunkIO.of(array)``) to skip the check when reading many blocks.
+    """
+    if reader is None:
+        reader = ChunkIO.of(array)
+    if reader is not None:
+        return reader.read(roi.to_slices())
     return np.asarray(array[roi.to_slices()])
 
 
-def crop_result(result: Any, block: Block) -> np.ndarray:
+def write_block(out: Any, roi: Roi, data: np.ndarray, *, writer: ChunkIO | None = None) -> None:
+    """Write `data` (the shape of `roi`) into `out`, directly when it is chunk-aligned.
+
+    A chunk-aligned region of a local zarr v3 array is encoded and written
+    chunk by chunk without zarr's per-chunk Python path (byte-identical
+    chunks); anything else goes through ``out[...] = data``.
+    """
+    slices = roi.to_slices()
+    data = np.asarray(data)
+    if data.dtype != out.dtype:
+        data = data.astype(out.dtype)
+    if writer is None:
+        writer = ChunkIO.of(out)
+    if writer is not None and writer.aligned(slices):
+        writer.write(slices, data)
+    else:
+        out[slices] = data
+
+
+def crop_result(result: Any, block: Block, *, channels: bool = False) -> np.ndarray:
     """Crop a block function's result to the write region.
 
     The result may cover the read region (it is cropped) or already the
-    write region.
+    write region; with `channels`, it has one more leading axis (channels),
+    which is kept whole.
     """
     result = np.asarray(result)
-    if result.shape == block.read_roi.shape:
-        return result[block.write_in_read]
-    if result.shape == block.write_roi.shape:
+    lead: tuple[slice, ...] = ()
+    spatial = result.shape
+    if channels:
+        if result.ndim != len(block.read_roi.shape) + 1:
+            raise EmsegValueError(
+                f"the block function returned shape {result.shape} for block {block.block_id}; "
+                "with `channels` it must return (C, *block) with C channels first, e.g. "
+                f"(C, *{block.read_roi.shape}) or (C, *{block.write_roi.shape})."
+            )
+        lead, spatial = (slice(None),), result.shape[1:]
+    if spatial == block.read_roi.shape:
+        return result[lead + block.write_in_read]
+    if spatial == block.write_roi.shape:
         return result
     raise EmsegValueError(
         f"the block function returned shape {result.shape} for block {block.block_id}; it must "
         f"return the shape of its input (the read region, {block.read_roi.shape}) or of the "
-        f"write region ({block.write_roi.shape})."
+        f"write region ({block.write_roi.shape})"
+        + (", after a leading channel axis." if channels else ".")
     )
 
 
@@ -66,6 +108,9 @@ class MapTask:
         stage: str,
         kwargs: dict[str, Any],
         pass_block: bool = False,
+        *,
+        channels: bool = False,
+        mask: Any = None,
     ) -> None:
         self.func = func
         self.inputs = list(inputs)
@@ -75,21 +120,65 @@ class MapTask:
         self.stage = stage
         self.kwargs = kwargs
         self.pass_block = pass_block
+        self.channels = channels
+        self.mask = mask
+        # direct chunk I/O where possible (resolved once, travels with the task)
+        self.readers = [ChunkIO.of(a) for a in self.inputs]
+        self.mask_reader = ChunkIO.of(mask) if mask is not None else None
+        self.writer = ChunkIO.of(out)
 
     def __call__(self, block_id: int) -> None:
         block = self.blocking[block_id]
-        data = [read_block(a, block.read_roi) for a in self.inputs]
+        inside = None
+        if self.mask is not None:
+            inside = read_block(self.mask, block.write_roi, reader=self.mask_reader) != 0
+            if not inside.any():  # nothing to compute: zeros (stored as no chunk at all)
+                lead = tuple(self.out.shape[:1]) if self.channels else ()
+                zeros = np.zeros(lead + block.write_roi.shape, self.out.dtype)
+                write_block(self.out, block.write_roi, zeros, writer=self.writer)
+                self.journal.mark_done(self.stage, block_id)
+                return
+        readers = self.readers
+        data = [
+            read_block(a, block.read_roi, reader=r)
+            for a, r in zip(self.inputs, readers, strict=True)
+        ]
         if self.pass_block:
             result = self.func(*data, block=block, **self.kwargs)
         else:
             result = self.func(*data, **self.kwargs)
-        result = crop_result(result, block)
         del data
-        self.out[block.write_roi.to_slices()] = result.astype(self.out.dtype, copy=False)
+        result = crop_result(result, block, channels=self.channels)
+        if inside is not None and not inside.all():
+            result = np.array(result, dtype=self.out.dtype)  # a writable copy
+            result[..., ~inside] = 0
+        write_block(self.out, block.write_roi, result, writer=self.writer)
         self.journal.mark_done(self.stage, block_id)
 
 
-def _normalize_inputs(inputs: Any) -> tuple[list[Any], list[str]]:
+def as_inputs(inputs: Any) -> tuple[list[Any], list[str]]:
+    """Normalise one array or a sequence of arrays (or paths) to a list of readable inputs.
+
+    Parameters
+    ----------
+    inputs : array, path, or sequence of them
+        numpy arrays, zarr arrays, :class:`emseg.io.LazyImage` or paths
+        (opened with :func:`emseg.io.open_image`).
+
+    Returns
+    -------
+    arrays : list
+        The inputs, each readable by slicing.
+    names : list of str
+        How each is named in error messages (``"inputs"`` or ``"inputs[i]"``).
+
+    Raises
+    ------
+    EmsegTypeError
+        When an input is not an array or a path.
+    EmsegValueError
+        When `inputs` is an empty sequence.
+    """
     if isinstance(inputs, list | tuple):
         arrays = [as_input(a, name=f"inputs[{i}]") for i, a in enumerate(inputs)]
         names = [f"inputs[{i}]" for i in range(len(arrays))]
@@ -98,6 +187,9 @@ def _normalize_inputs(inputs: Any) -> tuple[list[Any], list[str]]:
     if not arrays:
         raise EmsegValueError("`inputs` must hold at least one array; got an empty sequence.")
     return arrays, names
+
+
+_normalize_inputs = as_inputs  # the former private name (still imported by the label engine)
 
 
 def func_identity(func: Callable[..., Any]) -> str:
@@ -131,6 +223,8 @@ def map_blocks(
     spacing: Any = None,
     labels: bool = False,
     pass_block: bool = False,
+    channels: int | None = None,
+    mask: Any = None,
     n_workers: int = 2,
     scheduler: SchedulerLike = None,
     resume: bool = False,
@@ -180,6 +274,19 @@ def map_blocks(
     pass_block : bool, default False
         Also pass the :class:`Block` as ``func(*arrays, block=block, **kwargs)``,
         e.g. to compute only the write region (``block.write_in_read``).
+    channels : int, optional
+        Channel-first output: ``func`` returns ``(channels, *block)`` (of the
+        read or the write region) and the output has shape
+        ``(channels, *shape)``, axes ``czyx`` / ``cyx``, chunks
+        ``(channels, *chunks)``; the channel axis is never blocked (every
+        block writes all channels). For feature stacks and class
+        probabilities.
+    mask : array, zarr array, LazyImage or path, optional
+        Same shape as the inputs; nonzero = process. Blocks whose write
+        region holds no mask voxel are not computed (their output is 0, the
+        fill value: nothing is stored for them); in the other blocks the
+        output is 0 outside the mask. The result equals ``np.where(mask,
+        func(whole volume), 0)`` (with `channels`, for every channel).
     n_workers : int, default 2
         Threads (default scheduler) or processes (``scheduler="local"``).
     scheduler : None, "threads", "serial", "local", address or Client
@@ -201,7 +308,7 @@ def map_blocks(
 
     Returns
     -------
-    zarr.Array
+    zarr.Array of `dtype`, shape of the inputs (or ``(channels, *shape)``)
         The output, with attribute ``emseg = {"complete": true, ...}``.
 
     Raises
@@ -224,10 +331,12 @@ def map_blocks(
     """
     if not callable(func):
         raise EmsegTypeError(f"`func` must be callable; got {type(func).__name__}.")
-    arrays, names = _normalize_inputs(inputs)
+    arrays, names = as_inputs(inputs)
     shape = check_inputs(arrays, names)
     ndim = len(shape)
     out_dtype = np.dtype(dtype) if dtype is not None else np.dtype(arrays[0].dtype)
+    n_channels = _parse_channels(channels)
+    mask_array = _parse_mask(mask, shape)
     kwargs = dict(kwargs or {})
     job = {
         "job": "map_blocks",
@@ -237,9 +346,16 @@ def map_blocks(
         "dtype": str(out_dtype),
         "halo": halo,
         "roi": repr(roi),
+        **({"channels": n_channels} if n_channels is not None else {}),
+        **({"mask": _describe(mask)} if mask is not None else {}),
         **(params or {}),
     }
-    out_chunks = resolve_chunks(out, chunks, shape)
+    out_shape = shape if n_channels is None else (n_channels, *shape)
+    if n_channels is not None and hasattr(out, "chunks") and len(out.chunks) == ndim + 1:
+        unit = getattr(out, "shards", None) or out.chunks
+        out_chunks = tuple(int(c) for c in unit[1:])
+    else:
+        out_chunks = resolve_chunks(out, chunks, shape)
     if block_shape is None:
         block_shape = default_block_shape(shape, out_chunks)
     blocking = Blocking(shape, block_shape, halo=halo, roi=roi)
@@ -254,14 +370,15 @@ def map_blocks(
             )
         output = prepare_output(
             out,
-            shape=shape,
+            shape=out_shape,
             dtype=out_dtype,
-            chunks=out_chunks,
+            chunks=out_chunks if n_channels is None else (n_channels, *out_chunks),
             spacing=input_spacing(arrays[0], spacing, ndim),
             labels=labels,
             params=job,
             resume=resume,
             overwrite=overwrite,
+            axes=None if n_channels is None else "c" + "zyx"[3 - ndim :],
         )
         if output.journal.complete:
             log.info("%s is complete already; nothing to resume", output.array)
@@ -273,8 +390,53 @@ def map_blocks(
                 "resuming: %d of %d blocks done already", len(blocking) - len(todo), len(blocking)
             )
         task = MapTask(
-            func, arrays, output.array, blocking, output.journal, stage, kwargs, pass_block
+            func,
+            arrays,
+            output.array,
+            blocking,
+            output.journal,
+            stage,
+            kwargs,
+            pass_block,
+            channels=n_channels is not None,
+            mask=mask_array,
         )
         run_blocks(task, todo, backend, progress=progress, desc=job["func"].rsplit(".", 1)[-1])
     finish_output(output, job)
     return output.array
+
+
+def _parse_channels(channels: Any) -> int | None:
+    if channels is None:
+        return None
+    if isinstance(channels, bool) or not isinstance(channels, int | np.integer):
+        raise EmsegTypeError(
+            f"`channels` must be None or a positive integer (the number of channels the block "
+            f"function returns first); got {channels!r}."
+        )
+    if channels < 1:
+        raise EmsegValueError(f"`channels` must be >= 1; got {channels}.")
+    return int(channels)
+
+
+def _parse_mask(mask: Any, shape: tuple[int, ...]) -> Any:
+    if mask is None:
+        return None
+    array = as_input(mask, name="mask")
+    if tuple(int(s) for s in array.shape) != shape:
+        raise EmsegValueError(
+            f"`mask` must have the inputs' shape {shape} (nonzero = process); got "
+            f"{tuple(array.shape)}. Resample or crop the mask to the image first."
+        )
+    return array
+
+
+def _describe(array: Any) -> str:
+    """How an input is recorded in a journal: its path when it has one, else its type."""
+    if isinstance(array, str | os.PathLike):
+        return str(array)
+    store = getattr(array, "store", None)
+    root = getattr(store, "root", None)
+    if root is not None:
+        return f"{root}/{getattr(array, 'path', '')}"
+    return str(getattr(array, "source", "") or type(array).__name__)

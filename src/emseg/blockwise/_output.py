@@ -107,12 +107,14 @@ def _create_array(
     chunks: tuple[int, ...],
     spacing: tuple[float, ...],
     labels: bool,
+    axes: str | None = None,
 ) -> Any:
     """Create the output array at `path` (the one place that knows how).
 
     A ``.zarr`` / ``.ome.zarr`` path becomes a single-level OME-Zarr
     (:func:`emseg.io.create_image`; the job writes its level 0); any other
-    name a plain zarr v3 array.
+    name a plain zarr v3 array. `axes` (e.g. ``"czyx"``) when the output has
+    a channel axis.
     """
     import zarr
 
@@ -125,6 +127,7 @@ def _create_array(
             dtype=dtype,
             chunks=chunks,
             spacing=spacing,
+            axes=axes,
             labels=labels,
             compression="blosc-lz4",  # the job's fast codec (see output_codec)
             overwrite=True,
@@ -138,7 +141,12 @@ def _create_array(
         fill_value=0,
         compressors=output_codec(dtype),
         overwrite=True,
-        attributes={"spacing": list(spacing), "unit": "nanometer", "labels": bool(labels)},
+        attributes={
+            "spacing": list(spacing),
+            "unit": "nanometer",
+            "labels": bool(labels),
+            **({"axes": axes} if axes else {}),
+        },
     )
 
 
@@ -185,12 +193,36 @@ def prepare_output(
     params: dict[str, Any],
     resume: bool,
     overwrite: bool,
+    axes: str | None = None,
 ) -> Output:
     """Create or open the output of a job and start its journal.
 
     `out` is a path (a zarr array is created there; an existing one is only
     touched with `resume` or `overwrite`), an existing zarr array (written in
     place) or None (an in-memory zarr array, for small volumes on threads).
+
+    Parameters
+    ----------
+    out : str, path, zarr.Array or None
+        Where the job writes.
+    shape, dtype, chunks : tuple of int, dtype, tuple of int
+        Of the whole output (with a leading channel axis if it has one).
+    spacing : tuple of float
+        Voxel size (nm) of the spatial axes, stored with a created output.
+    labels : bool
+        Mark a created output as a label image.
+    params : dict
+        The job's parameters, recorded in the journal and compared on resume.
+    resume, overwrite : bool
+        See :func:`map_blocks`.
+    axes : str, optional
+        Axes of a created OME-Zarr output (``"czyx"``, ``"cyx"``); spatial by
+        default.
+
+    Returns
+    -------
+    Output
+        The array, its journal, and whether finished blocks may be skipped.
 
     Raises
     ------
@@ -241,7 +273,13 @@ def prepare_output(
                     "replace it, or resume=True (--resume) to finish an interrupted job."
                 )
         arr = _create_array(
-            path, shape=shape, dtype=dtype, chunks=chunks, spacing=spacing, labels=labels
+            path,
+            shape=shape,
+            dtype=dtype,
+            chunks=chunks,
+            spacing=spacing,
+            labels=labels,
+            axes=axes,
         )
         journal.start(params, resume=False)
         _mark(arr, False, params)
