@@ -36,6 +36,8 @@ from emseg.instance._edges import (
     EdgeClassifier,
     edge_features,
     edge_labels,
+    load_edge_classifier,
+    save_edge_classifier,
     train_edge_classifier,
 )
 from emseg.instance._link2d import link_sections
@@ -57,9 +59,11 @@ __all__ = [
     "find_seeds",
     "link_sections",
     "link_sections_blockwise",
+    "load_edge_classifier",
     "mutex_watershed",
     "mutex_watershed_blockwise",
     "region_adjacency_graph",
+    "save_edge_classifier",
     "seeded_watershed",
     "segment_blockwise",
     "supervoxels",

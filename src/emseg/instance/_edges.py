@@ -5,22 +5,44 @@ ground truth: an edge is a *merge* edge when the two fragments' majority
 ground-truth objects are the same. Its merge probabilities drive
 :func:`~emseg.instance.agglomerate_graph` through ``edge_weights = 1 - p``
 (averaged over merged faces, weighted by face size).
+
+:func:`save_edge_classifier` writes a trained classifier as a safetensors file
+(the trees as plain arrays, as :class:`emseg.semantic.forest.PackedForest`,
+plus JSON metadata and a checksum); :func:`load_edge_classifier` reads it
+back without running anything from the file (no pickle).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from emseg.errors import EmsegValueError
+from emseg.errors import (
+    DatasetNotFoundError,
+    EmsegTypeError,
+    EmsegValueError,
+    FormatError,
+    OutputExistsError,
+)
 from emseg.instance._rag import RegionAdjacencyGraph
 from emseg.instance._validate import check_labels
 
 #: The RAG features the classifier uses, in this order (plus log region sizes).
 FEATURES = ("count", "mean", "min", "max", "q10", "q25", "q50", "q75", "q90")
+
+#: Names of the columns of :func:`edge_features`.
+FEATURE_NAMES = (*FEATURES, "log_count", "log_size_min", "log_size_max")
+
+#: The ``format`` / ``format_version`` of an edge-classifier file.
+EDGE_FORMAT = "emseg.edge_forest"
+EDGE_FORMAT_VERSION = 1
 
 
 def edge_features(rag: RegionAdjacencyGraph) -> np.ndarray:
@@ -132,3 +154,163 @@ def train_edge_classifier(
         n_jobs=1,
     ).fit(x, y)
     return EdgeClassifier(model)
+
+
+@dataclass(frozen=True, eq=False)
+class _PackedEdgeModel:
+    """A loaded edge forest: ``predict_proba`` / ``classes_`` as scikit-learn's."""
+
+    forest: Any  # emseg.semantic.forest.PackedForest
+    classes_: np.ndarray
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(self.forest.predict_proba(x))
+
+
+def _edge_digest(meta_json: str, tensors: dict[str, np.ndarray]) -> str:
+    h = hashlib.sha256()
+    h.update(meta_json.encode())
+    for name in sorted(tensors):
+        a = np.ascontiguousarray(tensors[name])
+        h.update(f"{name}|{a.dtype.str}|{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def save_edge_classifier(
+    classifier: EdgeClassifier, path: str | os.PathLike[str], *, overwrite: bool = False
+) -> Path:
+    """Write `classifier` to a safetensors file (no pickle); return the path.
+
+    Parameters
+    ----------
+    classifier : EdgeClassifier
+        From :func:`train_edge_classifier` (a scikit-learn forest) or
+        :func:`load_edge_classifier`.
+    path : str or PathLike
+        The file to write (``.safetensors``).
+    overwrite : bool, default False
+        Replace an existing file.
+
+    Returns
+    -------
+    Path
+
+    Raises
+    ------
+    OutputExistsError
+        When `path` exists and `overwrite` is False.
+    EmsegTypeError
+        When the classifier's model is not a random forest.
+    """
+    from safetensors.numpy import save_file
+
+    from emseg.semantic.forest import PackedForest
+
+    p = Path(path)
+    if p.exists() and not overwrite:
+        raise OutputExistsError(
+            f"the edge classifier file {str(p)!r} exists; pass overwrite=True or another path."
+        )
+    model = classifier.model
+    if isinstance(model, _PackedEdgeModel):
+        packed = model.forest
+    elif hasattr(model, "estimators_") and hasattr(model, "classes_"):
+        packed = PackedForest.from_sklearn(model)
+    else:
+        raise EmsegTypeError(
+            "`classifier.model` must be a fitted scikit-learn RandomForestClassifier or a "
+            f"loaded edge forest; got {type(model).__name__}."
+        )
+    if packed.n_features != len(FEATURE_NAMES):
+        raise EmsegValueError(
+            f"the edge forest expects {packed.n_features} features; edge_features gives "
+            f"{len(FEATURE_NAMES)}."
+        )
+    tensors = {k: np.ascontiguousarray(v) for k, v in packed.arrays().items()}
+    meta = {
+        "classes": [int(c) for c in np.asarray(model.classes_).tolist()],
+        "features": list(FEATURE_NAMES),
+        "n_features": int(packed.n_features),
+    }
+    meta_json = json.dumps(meta, sort_keys=True)
+    metadata = {
+        "format": EDGE_FORMAT,
+        "format_version": str(EDGE_FORMAT_VERSION),
+        "model": meta_json,
+        "sha256": _edge_digest(meta_json, tensors),
+    }
+    tmp = p.with_name(f".{p.name}.partial")
+    save_file(tensors, str(tmp), metadata=metadata)
+    os.replace(tmp, p)
+    return p
+
+
+def load_edge_classifier(path: str | os.PathLike[str]) -> EdgeClassifier:
+    """Read an :class:`EdgeClassifier` written by :func:`save_edge_classifier`.
+
+    Only JSON and numbers are read (safetensors); nothing in the file is run.
+    :meth:`EdgeClassifier.merge_probability` of the loaded classifier equals
+    the saved one's.
+
+    Raises
+    ------
+    DatasetNotFoundError
+        When `path` does not exist.
+    FormatError
+        When the file is not safetensors, names another format or version,
+        fails its checksum, or holds inconsistent trees.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    from emseg.semantic.forest import PackedForest
+
+    p = Path(path)
+    if not p.is_file():
+        raise DatasetNotFoundError(f"edge classifier file {str(p)!r} does not exist.")
+    with open(p, "rb") as f:
+        head = f.read(9)
+    if len(head) < 9 or head[8:9] != b"{":
+        raise FormatError(
+            f"{str(p)!r} is not an emseg edge classifier (no safetensors header; pickle files "
+            "are never loaded)."
+        )
+    try:
+        with safe_open(str(p), framework="numpy") as f:
+            metadata = f.metadata() or {}
+            tensors = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118
+    except (SafetensorError, ValueError, OSError) as exc:
+        raise FormatError(f"{str(p)!r} is not a readable edge classifier file: {exc}.") from None
+    if metadata.get("format") != EDGE_FORMAT:
+        raise FormatError(
+            f"{str(p)!r} is not an emseg edge classifier (format={metadata.get('format')!r}, "
+            f"expected {EDGE_FORMAT!r})."
+        )
+    if metadata.get("format_version") != str(EDGE_FORMAT_VERSION):
+        raise FormatError(
+            f"{str(p)!r} has edge classifier format version {metadata.get('format_version')!r}; "
+            f"this emseg reads version {EDGE_FORMAT_VERSION}."
+        )
+    meta_json = metadata.get("model", "")
+    if _edge_digest(meta_json, tensors) != metadata.get("sha256"):
+        raise FormatError(
+            f"{str(p)!r} fails its checksum: the file was changed or damaged after it was written."
+        )
+    try:
+        meta = json.loads(meta_json)
+        classes = np.asarray([int(c) for c in meta["classes"]], dtype=np.int64)
+        if list(meta["features"]) != list(FEATURE_NAMES):
+            raise FormatError(
+                f"{str(p)!r} was trained on edge features {meta['features']}; this emseg "
+                f"computes {list(FEATURE_NAMES)}. Retrain the edge classifier."
+            )
+        forest = PackedForest.from_arrays(tensors, int(meta["n_features"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        if isinstance(exc, FormatError):
+            raise
+        raise FormatError(f"{str(p)!r} has invalid metadata: {exc!r}.") from None
+    if forest.n_classes != classes.size:
+        raise FormatError(
+            f"{str(p)!r}: the trees have {forest.n_classes} classes, the metadata {classes.size}."
+        )
+    return EdgeClassifier(_PackedEdgeModel(forest, classes))

@@ -1,0 +1,96 @@
+"""Edge-classifier files (safetensors, no pickle) and the shipped neurons-fibsem preset."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from emseg.errors import DatasetNotFoundError, FormatError, OutputExistsError
+from emseg.instance import (
+    edge_features,
+    load_edge_classifier,
+    region_adjacency_graph,
+    save_edge_classifier,
+    supervoxels,
+    train_edge_classifier,
+)
+
+
+def _example(seed: int):
+    """4 x 4 cells with membranes of random strength and noisy interiors."""
+    rng = np.random.default_rng(seed)
+    truth = np.zeros((4, 24, 24), np.int64)
+    bnd = rng.random(truth.shape).astype(np.float32) * 0.1
+    k = 0
+    for y0 in range(0, 24, 6):
+        for x0 in range(0, 24, 6):
+            k += 1
+            truth[:, y0 : y0 + 6, x0 : x0 + 6] = k
+            bnd[:, y0 + 5, x0 : x0 + 6] = rng.uniform(0.3, 0.9)
+            bnd[:, y0 : y0 + 6, x0 + 5] = rng.uniform(0.3, 0.9)
+    frag = supervoxels(bnd, seeds="minima", sigma_nm=0.7)
+    return region_adjacency_graph(frag, bnd), frag, truth
+
+
+def test_edge_classifier_round_trip_equals_sklearn(tmp_path):
+    rag, frag, truth = _example(0)
+    clf = train_edge_classifier([(rag, frag, truth)], n_estimators=15, seed=0)
+    path = save_edge_classifier(clf, tmp_path / "edges.safetensors")
+    loaded = load_edge_classifier(path)
+    other, _, _ = _example(1)
+    expected = clf.model.predict_proba(edge_features(other))[:, 1]
+    np.testing.assert_allclose(loaded.merge_probability(other), expected, rtol=0, atol=1e-12)
+    # a loaded classifier saves again to an equivalent file
+    again = load_edge_classifier(save_edge_classifier(loaded, tmp_path / "again.safetensors"))
+    np.testing.assert_array_equal(again.merge_probability(other), loaded.merge_probability(other))
+    with pytest.raises(OutputExistsError, match="overwrite"):
+        save_edge_classifier(clf, path)
+
+
+def test_edge_classifier_refuses_bad_files(tmp_path):
+    rag, frag, truth = _example(0)
+    clf = train_edge_classifier([(rag, frag, truth)], n_estimators=3, seed=0)
+    with pytest.raises(DatasetNotFoundError, match="does not exist"):
+        load_edge_classifier(tmp_path / "missing.safetensors")
+    pkl = tmp_path / "edges.pkl"
+    pkl.write_bytes(pickle.dumps({"a": 1}))
+    with pytest.raises(FormatError, match="pickle"):
+        load_edge_classifier(pkl)
+    good = save_edge_classifier(clf, tmp_path / "edges.safetensors")
+    raw = bytearray(good.read_bytes())
+    raw[-3] ^= 0xFF  # a changed tree value
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(bytes(raw))
+    with pytest.raises(FormatError, match="checksum"):
+        load_edge_classifier(bad)
+
+
+PRESET = Path(__file__).resolve().parents[2] / "src" / "emseg" / "presets" / "neurons-fibsem"
+
+
+@pytest.mark.skipif(not (PRESET / "preset.json").exists(), reason="preset not built yet")
+def test_shipped_preset_files_are_consistent():
+    import hashlib
+
+    from emseg.semantic.forest import load_model
+
+    meta = json.loads((PRESET / "preset.json").read_text())
+    assert meta["format"] == "emseg.preset"
+    assert meta["format_version"] == 1
+    assert meta["name"] == PRESET.name
+    for name, digest in meta["files"].items():
+        assert hashlib.sha256((PRESET / name).read_bytes()).hexdigest() == digest
+        assert (PRESET / name).stat().st_size < 5_000_000
+    model = load_model(PRESET / meta["prediction"]["model"])
+    assert meta["prediction"]["class"] in model.class_names
+    assert tuple(model.spacing) == tuple(meta["spacing"])
+    agg = meta["instances"]["agglomeration"]
+    if agg["edges"] == "learned":
+        load_edge_classifier(PRESET / agg["edge_classifier"])
+    scores = meta["validation"]["scores"]
+    assert scores["adapted_rand_error_cremi"] <= 1.0
+    assert set(scores) >= {"adapted_rand_error_cremi", "voi_split", "voi_merge"}
