@@ -248,3 +248,26 @@ def test_tampered_postgres_index_is_rebuilt(new_location, rng, caplog):
             "WHERE part = (SELECT MAX(part) FROM emseg_ann)"
         )
     _rebuilt(loc, caplog, "HMAC")
+
+
+def test_cli_index_and_exact_like(tmp_path, rng, capsys):
+    import json
+
+    from emseg.cli._main import main
+
+    t, e = _small(rng)
+    path = tmp_path / "cli.sqlite"
+    with open_catalog(path) as cat:
+        cat.add_dataset("only", t, embeddings=e)
+    assert main(["catalog", "index", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "ANN index IVF38,Flat (built): 1500 descriptors of 8" in out
+    assert "scan exactly" in out  # 1500 objects: below the default threshold
+    assert main(["catalog", "index", str(path)]) == 0
+    assert "(loaded)" in capsys.readouterr().out
+    assert (
+        main(["query", str(path), "--like", "5", "--top", "3", "--exact", "--format", "json"]) == 0
+    )
+    rows = json.loads(capsys.readouterr().out)
+    ref_ids, _ = brute(e, e[4], exclude=5, k=3)
+    assert [r["id"] for r in rows] == list(ref_ids)

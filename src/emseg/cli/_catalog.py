@@ -1,11 +1,18 @@
-"""``emseg catalog add CATALOG --image IMG --labels LABELS``: measure and index a dataset."""
+"""``emseg catalog add CATALOG --image IMG --labels LABELS``: measure and index a dataset.
+
+``emseg catalog index CATALOG [--rebuild]`` builds or checks the ANN index of image queries.
+"""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from emseg.cli._common import add_command, add_spacing
+
+if TYPE_CHECKING:
+    from emseg.catalog._ann import AnnIndex
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -21,7 +28,44 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--name", default=None, help="dataset name (default: the labels file name)")
     add_spacing(a)
     a.add_argument("--workers", type=int, default=2, help="parallel workers")
+    a.add_argument(
+        "--no-index",
+        action="store_true",
+        help="do not refresh the ANN index of image queries after adding (large catalogs "
+        "refresh it by default; otherwise the next --like query rebuilds it)",
+    )
     a.set_defaults(func=run_add)
+    i = add_command(
+        verbs,
+        "index",
+        help="build (or check) the ANN index that answers image queries on large catalogs",
+    )
+    i.add_argument("catalog", help="catalog file or postgresql:// URL")
+    i.add_argument("--rebuild", action="store_true", help="rebuild even when the index is fresh")
+    i.set_defaults(func=run_index)
+
+
+def _describe(ann: AnnIndex) -> str:
+    info = ann.info
+    return (
+        f"ANN index {info.kind} ({ann.origin}): {info.n_vectors} descriptors of {info.dim}, "
+        f"nprobe {info.nprobe}, calibration recall@10 {info.calibration_recall:.3f}, "
+        f"built in {info.build_seconds:.1f} s"
+    )
+
+
+def run_index(args: argparse.Namespace) -> int:
+    from emseg.catalog import open_catalog
+
+    with open_catalog(args.catalog, create=False) as cat:
+        ann = cat.ann_index(rebuild=args.rebuild)
+        print(_describe(ann))
+        if len(cat) < cat.ann_min_objects:
+            print(
+                f"note: the catalog has {len(cat)} objects (< {cat.ann_min_objects}); "
+                "image queries scan exactly and do not use this index"
+            )
+    return 0
 
 
 def run_add(args: argparse.Namespace) -> int:
@@ -49,5 +93,7 @@ def run_add(args: argparse.Namespace) -> int:
             labels=str(args.labels),
             provenance={"tool": "emseg catalog add"},
         )
+        if not args.no_index and len(cat) >= cat.ann_min_objects:
+            print(_describe(cat.ann_index()))
     print(f"dataset {name!r} (id {did}): {len(m.table)} objects -> {args.catalog}")
     return 0

@@ -41,6 +41,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--like", default=None, metavar="ID_OR_PATCH", help="object id or image patch file"
     )
     p.add_argument("--top", type=int, default=10, help="results of --like")
+    p.add_argument(
+        "--exact",
+        action="store_true",
+        help="--like scans every descriptor, even where the catalog is large enough for the "
+        "ANN index (20,000 objects)",
+    )
     p.add_argument("--sort", default=None, help="column to sort by")
     p.add_argument("--desc", action="store_true", help="sort descending")
     p.add_argument("--limit", type=int, default=None, help="at most this many rows")
@@ -60,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
         elif args.like is not None:
             if args.like.isdigit():
                 example = int(args.like)
-                df = like(cat, example, top=args.top, where=args.expr)
+                df = like(cat, example, top=args.top, where=args.expr, exact=args.exact)
             else:
                 from emseg.io import open_image
 
@@ -70,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
                     describe_patch(patch[...], spacing=patch.spacing),
                     top=args.top,
                     where=args.expr,
+                    exact=args.exact,
                 )
             extra = ["distance"]
         else:
@@ -85,5 +92,6 @@ def run(args: argparse.Namespace) -> int:
     else:
         cols = [c for c in VIEW_COLUMNS + extra if c in df.columns]
         print(df[cols].to_string(index=False) if len(df) else "(no objects)")
-        print(f"{len(df)} objects")
+        how = f" (search: {df.attrs['search']})" if "search" in df.attrs else ""
+        print(f"{len(df)} objects{how}")
     return 0
