@@ -6,7 +6,7 @@
    of the write region gives local ids ``1..n``; the global id of local id
    ``i`` of block ``b`` is ``b * budget + i`` (``budget`` = voxels per block),
    unique without coordination. The block keeps only its count (journal) and
-   its boundary planes (a small ``.npz`` in the journal's scratch folder).
+   its boundary planes (a small raw file in the journal's scratch folder).
 2. *faces*: per block and per axis, the block's first plane and the plane
    just below it (assembled from the last planes of the neighbours below,
    one voxel wider on every in-plane side, so that diagonal neighbours
@@ -32,13 +32,14 @@ import logging
 import math
 import os
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from emseg._checks import check_label_dtype
+from emseg.blockwise._chunkio import ChunkIO
 from emseg.blockwise._execute import SchedulerLike, describe_scheduler, open_backend, run_blocks
 from emseg.blockwise._geometry import (
     Block,
@@ -119,15 +120,88 @@ class _ComponentsTask:
     def __call__(self, block_id: int) -> None:
         block = self.blocking[block_id]
         labels, n = _block_components(self.image, block, self.threshold, self.connectivity)
-        planes = {}
-        for axis in range(labels.ndim):
-            planes[f"first{axis}"] = np.take(labels, 0, axis=axis)
-            planes[f"last{axis}"] = np.take(labels, -1, axis=axis)
-        tmp = self.faces / f".{block_id}.{uuid.uuid4().hex}.npz"
-        with open(tmp, "wb") as f:
-            np.savez(f, **planes)
-        os.replace(tmp, self.faces / f"{block_id}.npz")
+        _save_planes(self.faces / f"{block_id}.planes", labels, _plane_dtype(self.blocking))
+        _save_labels(self.faces / f"{block_id}.labels", labels)
         self.journal.mark_done("components", block_id, np.int64(n))
+
+
+#: Scratch copies of the block labels are compressed in slabs of at most this many
+#: bytes (Blosc takes buffers below 2 GiB).
+_SLAB_BYTES = 64 * 2**20
+
+
+def _scratch_codec() -> Any:
+    """LZ4 without shuffle: on cc3d's labels 2x faster than with byte shuffle, at a similar ratio."""
+    import numcodecs
+
+    return numcodecs.Blosc(cname="lz4", clevel=5, shuffle=numcodecs.Blosc.NOSHUFFLE)
+
+
+def _save_labels(path: Path, labels: np.ndarray) -> None:
+    """Store a block's local labels (compressed) for the last pass.
+
+    Layout: one byte, the dtype's character code; then, per slab of whole
+    planes along axis 0, an 8-byte little-endian length and the Blosc bytes.
+    """
+    codec = _scratch_codec()
+    labels = np.ascontiguousarray(labels)
+    plane = max(1, labels[0].nbytes) if labels.shape[0] else 1
+    step = max(1, _SLAB_BYTES // plane)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
+    with open(tmp, "wb") as f:
+        f.write(labels.dtype.char.encode())
+        for z in range(0, labels.shape[0], step):
+            data = codec.encode(labels[z : z + step])
+            f.write(len(data).to_bytes(8, "little"))
+            f.write(data)
+    os.replace(tmp, path)
+
+
+def _load_labels(path: Path, shape: tuple[int, ...]) -> np.ndarray:
+    """The labels stored by :func:`_save_labels` for a block of `shape`."""
+    codec = _scratch_codec()
+    with open(path, "rb") as f:
+        dtype = np.dtype(f.read(1).decode())
+        out = np.empty(shape, dtype=dtype)
+        flat = out.reshape(-1).view(np.uint8)
+        pos = 0
+        while pos < flat.size:
+            size = int.from_bytes(f.read(8), "little")
+            chunk = np.frombuffer(codec.decode(f.read(size)), dtype=np.uint8)
+            flat[pos : pos + chunk.size] = chunk
+            pos += chunk.size
+    return out
+
+
+def _plane_dtype(blocking: Blocking) -> np.dtype:
+    """The dtype of the stored boundary planes (local ids are < voxels per block)."""
+    return np.dtype(np.uint32 if math.prod(blocking.block_shape) < 2**32 else np.uint64)
+
+
+def _save_planes(path: Path, labels: np.ndarray, dtype: np.dtype) -> None:
+    """Store a block's first and last plane along each axis as one raw file.
+
+    Order: first plane of axis 0, last plane of axis 0, first of axis 1, ...
+    (raw bytes: read back one plane at a time by offset, with no header to
+    parse; :func:`_load_plane`).
+    """
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
+    with open(tmp, "wb") as f:
+        for axis in range(labels.ndim):
+            for index in (0, -1):
+                plane = np.ascontiguousarray(np.take(labels, index, axis=axis), dtype=dtype)
+                f.write(memoryview(plane))
+    os.replace(tmp, path)
+
+
+def _load_plane(
+    path: Path, shape: tuple[int, ...], axis: int, last: bool, dtype: np.dtype
+) -> np.ndarray:
+    """One boundary plane of a block of `shape` stored by :func:`_save_planes`."""
+    sizes = [math.prod(shape[:a] + shape[a + 1 :]) for a in range(len(shape))]
+    index = 2 * sum(sizes[:axis]) + (sizes[axis] if last else 0)
+    plane = np.fromfile(path, dtype=dtype, count=sizes[axis], offset=index * dtype.itemsize)
+    return plane.reshape(shape[:axis] + shape[axis + 1 :])
 
 
 def _plane_offsets(n_inplane: int, max_diagonal: int) -> list[tuple[int, ...]]:
@@ -154,11 +228,14 @@ class _FacesTask:
         ndim = blocking.ndim
         self.offsets = _plane_offsets(ndim - 1, _CONNECTIVITY[ndim][connectivity])
         self.budget = math.prod(blocking.block_shape)
+        self.dtype = _plane_dtype(blocking)
 
-    def _plane(self, block_id: int, key: str) -> np.ndarray:
-        with np.load(self.faces / f"{block_id}.npz") as f:
-            plane = f[key].astype(np.uint64)
-        plane[plane > 0] += np.uint64(block_id * self.budget)
+    def _plane(self, block_id: int, axis: int, last: bool) -> np.ndarray:
+        """A boundary plane of a block, in global ids."""
+        shape = self.blocking[block_id].write_roi.shape
+        path = self.faces / f"{block_id}.planes"
+        plane = _load_plane(path, shape, axis, last, self.dtype).astype(np.uint64)
+        np.add(plane, np.uint64(block_id * self.budget), out=plane, where=plane > 0)
         return plane
 
     def _lower_plane(self, block: Block, axis: int) -> tuple[np.ndarray, Roi]:
@@ -179,7 +256,7 @@ class _FacesTask:
             part = nroi.intersect(grown)
             if part.empty:
                 continue
-            plane = self._plane(nb.block_id, f"last{axis}")
+            plane = self._plane(nb.block_id, axis, last=True)
             lower[part.relative_to(grown)] = plane[part.relative_to(nroi)]
         return lower, grown
 
@@ -190,7 +267,7 @@ class _FacesTask:
         for axis in range(w.ndim):
             if block.position[axis] == 0:
                 continue
-            up = self._plane(block_id, f"first{axis}")
+            up = self._plane(block_id, axis, last=False)
             lo, grown = self._lower_plane(block, axis)
             inplane = _drop(w, axis)
             shift = [b - g for b, g in zip(inplane.begin, grown.begin, strict=True)]  # 0 or 1
@@ -204,13 +281,33 @@ class _FacesTask:
                     su.append(slice(q0, q1))
                     sl.append(slice(q0 + o, q1 + o))
                 else:
-                    a_ids = up[tuple(su)].ravel()
-                    b_ids = lo[tuple(sl)].ravel()
-                    keep = (a_ids != 0) & (b_ids != 0)
-                    if keep.any():
-                        found.append(np.stack([a_ids[keep], b_ids[keep]], axis=1))
+                    pairs = _touching(up[tuple(su)], lo[tuple(sl)])
+                    if pairs.size:
+                        found.append(pairs)
         pairs = _unique_pairs(np.concatenate(found)) if found else np.zeros((0, 2), np.uint64)
         self.journal.mark_done("faces", block_id, pairs)
+
+
+def _touching(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The (a, b) id pairs of two aligned planes where both are foreground, as an (n, 2) array.
+
+    Neighbouring voxels of one object mostly give the same pair: repeats of
+    the previous pair in raster order are dropped here (a cheap pass over
+    the plane), so that the sort in :func:`_unique_pairs` sees few rows.
+    """
+    a = a.ravel()
+    b = b.ravel()
+    keep = (a != 0) & (b != 0)
+    a = a[keep]
+    b = b[keep]
+    if a.size > 1:
+        new = np.empty(a.size, dtype=bool)
+        new[0] = True
+        np.not_equal(a[1:], a[:-1], out=new[1:])
+        new[1:] |= b[1:] != b[:-1]
+        a = a[new]
+        b = b[new]
+    return np.stack([a, b], axis=1)
 
 
 def _unique_pairs(pairs: np.ndarray) -> np.ndarray:
@@ -224,27 +321,23 @@ def _unique_pairs(pairs: np.ndarray) -> np.ndarray:
 
 
 class _RelabelTask:
-    """Pass 3: recompute the block's components and write their final ids."""
+    """Pass 3: write the final ids of a block's components (labels kept by pass 1)."""
 
     def __init__(
         self,
-        image: Any,
         out: Any,
+        faces: Path,
         blocking: Blocking,
         journal: Journal,
-        threshold: float | None,
-        connectivity: int,
         counts: np.ndarray,
         nodes: np.ndarray,
         roots: np.ndarray,
         removed: np.ndarray,
     ) -> None:
-        self.image = image
         self.out = out
+        self.faces = faces
         self.blocking = blocking
         self.journal = journal
-        self.threshold = threshold
-        self.connectivity = connectivity
         self.counts = counts
         self.prefix = np.concatenate([[0], np.cumsum(counts, dtype=np.uint64)[:-1]]).astype(
             np.uint64
@@ -253,6 +346,7 @@ class _RelabelTask:
         self.roots = roots
         self.removed = removed
         self.budget = np.uint64(math.prod(blocking.block_shape))
+        self.writer = ChunkIO.of(out)
 
     def final_ids(self, ids: np.ndarray) -> np.ndarray:
         """Consecutive final ids of global ids (> 0)."""
@@ -268,25 +362,49 @@ class _RelabelTask:
 
     def __call__(self, block_id: int) -> None:
         block = self.blocking[block_id]
-        labels, n = _block_components(self.image, block, self.threshold, self.connectivity)
-        if n != int(self.counts[block_id]):
-            raise EmsegValueError(
-                f"block {block_id} of the input changed while labelling ({n} components now, "
-                f"{int(self.counts[block_id])} before). Rerun with overwrite=True."
-            )
+        labels = _load_labels(self.faces / f"{block_id}.labels", block.write_roi.shape)
+        n = int(self.counts[block_id])
         offset = np.uint64(block_id) * self.budget
         lut = np.zeros(n + 1, dtype=np.uint64)
         if n:
             lut[1:] = self.final_ids(offset + np.arange(1, n + 1, dtype=np.uint64))
-        # write one slab of whole chunks (shards) at a time: the uint64 ids of
-        # the block are never all in memory at once
-        w = block.write_roi
-        unit = getattr(self.out, "shards", None) or self.out.chunks
-        step = max(1, int(unit[0]))
-        for z in range(0, w.shape[0], step):
-            sl = (slice(w.begin[0] + z, w.begin[0] + min(z + step, w.shape[0])),)
-            self.out[sl + w.to_slices()[1:]] = lut[labels[z : z + step]]
+
+        def fill(region: tuple[slice, ...], buffer: np.ndarray) -> None:
+            # the uint64 ids go straight into the writer's chunk buffer: the
+            # block's ids are never all in memory, and no page is faulted in
+            # per block ("clip": unbuffered, the ids are all in range)
+            np.take(lut, labels[region], out=buffer, mode="clip")
+
+        _write_by_chunks(self.out, block.write_roi, fill, writer=self.writer)
         self.journal.mark_done("relabel", block_id)
+
+
+def _write_by_chunks(
+    out: Any,
+    roi: Roi,
+    fill: Callable[[tuple[slice, ...], np.ndarray], None],
+    *,
+    writer: ChunkIO | None,
+) -> None:
+    """Write `roi` of `out` one write unit (chunk, or shard) at a time from a reused buffer.
+
+    ``fill(region, buffer)`` puts the values of `region` (slices relative to
+    `roi`) into `buffer` (the unit's shape). Only one unit of output values
+    is in memory at a time, and the same buffer serves every unit (no new
+    pages per block). `writer` (``ChunkIO.of(out)``) writes local zarr v3
+    chunks directly; without one, ``out[...] = buffer``.
+    """
+    unit = tuple(int(c) for c in (getattr(out, "shards", None) or out.chunks))
+    buffer = np.empty(unit, dtype=out.dtype)
+    ranges = [range(b, e, u) for b, e, u in zip(roi.begin, roi.end, unit, strict=True)]
+    for start in itertools.product(*ranges):
+        part = Roi(tuple(start), unit).intersect(roi)
+        view = buffer[tuple(slice(0, s) for s in part.shape)]
+        fill(part.relative_to(roi), view)
+        if writer is not None:
+            writer.write(part.to_slices(), view)
+        else:
+            out[part.to_slices()] = view
 
 
 def merge_pairs(pairs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -434,9 +552,7 @@ def label(
         n_labels = int(counts.sum()) - int(removed.size)
         log.info("label: %d objects (%d merged across blocks)", n_labels, removed.size)
         run_blocks(
-            _RelabelTask(
-                img, output.array, blocking, journal, threshold, conn, counts, nodes, roots, removed
-            ),
+            _RelabelTask(output.array, faces, blocking, journal, counts, nodes, roots, removed),
             output.todo("relabel", n_blocks),
             backend,
             progress=progress,
