@@ -47,14 +47,17 @@ def read_block(array: Any, roi: Roi, *, reader: ChunkIO | None = None) -> np.nda
 
 
 def write_block(out: Any, roi: Roi, data: np.ndarray, *, writer: ChunkIO | None = None) -> None:
-    """Write `data` (the shape of `roi`) into `out`, directly when it is chunk-aligned.
+    """Write `data` (the shape of `roi`, or ``(C, *roi.shape)``) into `out`.
 
-    A chunk-aligned region of a local zarr v3 array is encoded and written
+    With a leading channel axis, `out` is ``(C, *spatial)`` and all channels
+    are written. A chunk-aligned region of a local zarr v3 array is encoded and written
     chunk by chunk without zarr's per-chunk Python path (byte-identical
     chunks); anything else goes through ``out[...] = data``.
     """
-    slices = roi.to_slices()
     data = np.asarray(data)
+    slices = roi.to_slices()
+    if data.ndim == len(slices) + 1:  # a leading channel axis, written whole
+        slices = (slice(0, int(out.shape[0])), *slices)
     if data.dtype != out.dtype:
         data = data.astype(out.dtype)
     if writer is None:
