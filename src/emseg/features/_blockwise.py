@@ -21,16 +21,20 @@ from typing import Any
 
 import numpy as np
 
-from emseg.blockwise import Blocking, check_chunk_alignment, default_block_shape
-from emseg.blockwise._execute import SchedulerLike, open_backend, run_blocks
-from emseg.blockwise._journal import Journal
-from emseg.blockwise._output import (
+from emseg.blockwise import (
+    Blocking,
+    Journal,
     Output,
+    SchedulerLike,
     as_input,
+    check_chunk_alignment,
     check_inputs,
+    default_block_shape,
     finish_output,
     input_spacing,
+    open_backend,
     prepare_output,
+    run_blocks,
 )
 from emseg.errors import EmsegValueError
 from emseg.features._filters import (
@@ -44,7 +48,7 @@ from emseg.features._filters import (
 
 
 def _spatial_chunks(chunks: Any, shape: tuple[int, ...]) -> tuple[int, ...]:
-    from emseg.blockwise._geometry import parse_block_shape
+    from emseg.blockwise import parse_block_shape
 
     if chunks is None:
         side = 64 if len(shape) == 3 else 256

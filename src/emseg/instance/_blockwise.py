@@ -36,18 +36,26 @@ from typing import Any
 import numpy as np
 
 from emseg._checks import check_label_dtype
-from emseg.blockwise import Blocking, label, merge_pairs, reduce_blocks
-from emseg.blockwise._execute import SchedulerLike, open_backend, run_blocks
-from emseg.blockwise._geometry import check_chunk_alignment, default_block_shape
-from emseg.blockwise._journal import Journal
-from emseg.blockwise._map import _normalize_inputs, map_blocks, read_block
-from emseg.blockwise._output import (
+from emseg.blockwise import (
+    Blocking,
+    Journal,
+    SchedulerLike,
+    check_chunk_alignment,
     check_inputs,
+    default_block_shape,
     finish_output,
     input_spacing,
+    label,
+    map_blocks,
+    merge_pairs,
+    open_backend,
     prepare_output,
+    read_block,
+    reduce_blocks,
     resolve_chunks,
+    run_blocks,
 )
+from emseg.blockwise import as_inputs as _normalize_inputs
 from emseg.errors import EmsegValueError
 from emseg.instance._agglomerate import agglomerate, supervoxels
 from emseg.instance._components import background_connectivity, parse_connectivity

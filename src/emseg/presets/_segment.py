@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from emseg.blockwise._execute import SchedulerLike
+from emseg.blockwise import SchedulerLike
 from emseg.errors import EmsegValueError, OutputExistsError
 from emseg.presets._preset import Preset, load_preset
 

@@ -23,9 +23,7 @@ from typing import Any, Literal
 import numpy as np
 
 from emseg._checks import check_choice
-from emseg.blockwise import map_blocks
-from emseg.blockwise._execute import SchedulerLike
-from emseg.blockwise._output import as_input, check_inputs, input_spacing
+from emseg.blockwise import SchedulerLike, as_input, check_inputs, input_spacing, map_blocks
 from emseg.errors import EmsegValueError
 from emseg.semantic.classical._intensity import clahe, normalize_percentiles
 from emseg.semantic.classical._nucleus import segment_nucleus

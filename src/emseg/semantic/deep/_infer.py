@@ -472,9 +472,16 @@ def predict_blockwise(
     -------
     zarr.Array, shape (C, Z, Y, X) or (C, Y, X), dtype `dtype`
     """
-    from emseg.blockwise import Blocking, check_chunk_alignment
-    from emseg.blockwise._execute import open_backend, run_blocks
-    from emseg.blockwise._output import as_input, check_inputs, finish_output, input_spacing
+    from emseg.blockwise import (
+        Blocking,
+        as_input,
+        check_chunk_alignment,
+        check_inputs,
+        finish_output,
+        input_spacing,
+        open_backend,
+        run_blocks,
+    )
     from emseg.features._blockwise import (
         _spatial_chunks,
         prepare_channel_output,

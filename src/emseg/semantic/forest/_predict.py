@@ -8,8 +8,7 @@ from typing import Any, Literal
 import numpy as np
 
 from emseg._checks import check_choice
-from emseg.blockwise._execute import SchedulerLike
-from emseg.blockwise._output import as_input, check_inputs, input_spacing
+from emseg.blockwise import SchedulerLike, as_input, check_inputs, input_spacing
 from emseg.features import check_image, compute_features
 from emseg.features._blockwise import (
     _spatial_chunks,

@@ -31,8 +31,7 @@ import numpy as np
 from scipy import ndimage
 
 from emseg._checks import check_label_dtype, check_same_shape
-from emseg.blockwise import Blocking
-from emseg.blockwise._output import as_input, input_spacing
+from emseg.blockwise import Blocking, as_input, input_spacing
 from emseg.errors import EmsegValueError
 from emseg.features import FeatureSpec, check_image, compute_features, feature_halo, feature_spec
 from emseg.semantic.forest._model import (
