@@ -4,8 +4,11 @@
 ``step(ctx) -> dict`` that reads what earlier steps left in the shared
 :class:`DemoContext` and returns its outputs (paths, numbers), which are
 stored under the step's name and written to ``demo_summary.json``. Later
-stages (segment, instances, evaluate, measure, catalog, view) are added by
-appending a :class:`DemoStep` to :data:`DEMO_STEPS`.
+stages are added by appending a :class:`DemoStep` to :data:`DEMO_STEPS`.
+The chain: synthesize -> write -> preview -> forest (scribbles from the
+truth, a preset folder) -> segment (``emseg segment`` with that preset) ->
+evaluate (against the true mitochondria, HTML report) -> measure -> catalog
+-> query.
 """
 
 from __future__ import annotations
@@ -141,55 +144,166 @@ def _preview(ctx: DemoContext) -> dict[str, Any]:
     return {"path": str(path), "section": z}
 
 
-def _evaluate(ctx: DemoContext) -> dict[str, Any]:
-    """Evaluate a classical segmentation (threshold + components) against the true cells."""
-    from scipy import ndimage
-    from skimage.filters import threshold_otsu
+#: The demo's preset: a forest trained on scribbles + components (sizes in nm^3).
+DEMO_PRESET = "demo-mitochondria"
+DEMO_COMPONENTS = {"threshold": 0.7, "max_hole_nm3": 2.0e5}
+DEMO_MIN_SIZE_NM3 = 4.0e5
 
+
+def _forest(ctx: DemoContext) -> dict[str, Any]:
+    """Scribbles from the synthetic truth -> a small forest -> a preset folder (seconds)."""
+    from scipy import ndimage
+
+    from emseg.features import feature_spec
+    from emseg.presets import write_preset
+    from emseg.semantic.forest import save_model, train_forest
+
+    em = ctx.data["synthetic"]
+    rng = np.random.default_rng(ctx.seed)
+    mito = em.mitochondria > 0
+    inside = ndimage.binary_erosion(mito, structure=np.ones((1, 3, 3), bool))
+    far = ~ndimage.binary_dilation(mito, structure=np.ones((1, 7, 7), bool))
+    dark = far & (em.classes > 0)  # membranes, vesicles, nucleus: the look-alikes
+    scribbles = np.zeros(em.image.shape, np.uint8)
+    scribbles[far & (rng.random(mito.shape) < 0.01)] = 1
+    scribbles[dark & (rng.random(mito.shape) < 0.03)] = 1
+    scribbles[inside & (rng.random(mito.shape) < 0.25)] = 2
+    if not (scribbles == 2).any():  # a volume too small to hold a mitochondrion's interior
+        scribbles[mito] = 2
+    if not (scribbles == 2).any():
+        scribbles[np.unravel_index(int(np.argmin(em.image)), em.image.shape)] = 2
+    spec = feature_spec(  # per section: cheap, and enough at 40 nm between sections
+        spacing=em.spacing,
+        features=("gaussian", "hessian", "structure"),
+        scales=(8.0, 24.0, 48.0),
+        mode="2d",
+    )
+    t0 = time.perf_counter()
+    model = train_forest(
+        em.image,
+        scribbles,
+        spacing=em.spacing,
+        spec=spec,
+        class_names=["background", "mitochondrion"],
+        n_estimators=12,
+        max_depth=10,
+        max_samples_per_class=20_000,
+        seed=ctx.seed,
+        n_jobs=2,
+    )
+    folder = ctx.out / "preset"
+    folder.mkdir(parents=True, exist_ok=True)
+    save_model(model, folder / "mitochondria.safetensors", overwrite=True)
+    preset = write_preset(
+        {
+            "name": DEMO_PRESET,
+            "description": "mitochondria of the synthetic demo volume (forest + components)",
+            "target": "mitochondria",
+            "spacing": list(em.spacing),
+            "prediction": {
+                "kind": "forest",
+                "model": "mitochondria.safetensors",
+                "class": "mitochondrion",
+            },
+            "instances": {
+                "method": "components",
+                "components": dict(DEMO_COMPONENTS),
+                "min_size_nm3": DEMO_MIN_SIZE_NM3,
+                "halo_nm": [160.0, 64.0, 64.0],
+            },
+            "training": {"command": "emseg demo", "scribbles": "from the synthetic truth"},
+        },
+        folder,
+    )
+    return {
+        "preset": str(preset.path),
+        "scribbles": {
+            "background": int((scribbles == 1).sum()),
+            "mitochondrion": int((scribbles == 2).sum()),
+        },
+        "trees": 12,
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
+
+
+def _segment(ctx: DemoContext) -> dict[str, Any]:
+    """``emseg segment`` with the demo preset: blockwise probabilities, then instances."""
+    from emseg.io import open_image
+    from emseg.presets import segment
+
+    t0 = time.perf_counter()
+    result = segment(
+        ctx.out / SYNTHETIC / "image.ome.zarr",
+        ctx.results["forest"]["preset"],
+        ctx.out / "segment",
+        n_workers=2,
+        progress=False,
+    )
+    ctx.data["instances"] = np.asarray(open_image(result.labels)[...], np.uint32)
+    return {
+        "probabilities": str(result.probabilities),
+        "labels": str(result.labels),
+        "n_objects": result.n_objects,
+        "stages": result.seconds,
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
+
+
+def _evaluate(ctx: DemoContext) -> dict[str, Any]:
+    """Evaluate the predicted mitochondria against the synthetic instance truth (+ HTML report)."""
     from emseg.evaluation import evaluate
     from emseg.report import write_object_tables, write_report
 
     em = ctx.data["synthetic"]
-    smooth = ndimage.gaussian_filter(em.image.astype(np.float32), sigma=(0, 1.5, 1.5))
-    interior = smooth > threshold_otsu(smooth)  # membranes are dark
-    interior = ndimage.binary_opening(interior, structure=np.ones((1, 3, 3), bool))
-    pred, n = ndimage.label(interior)
+    pred = ctx.data["instances"]
+    truth = np.asarray(em.mitochondria, np.uint32)
     folder = ctx.out / "evaluation"
     folder.mkdir(parents=True, exist_ok=True)
-    result = evaluate(
-        em.cells, pred.astype(np.uint32), spacing=em.spacing, progress=False, n_workers=2
-    )
+    result = evaluate(truth, pred, spacing=em.spacing, progress=False, n_workers=2)
     doc = result.to_json()
     (folder / "metrics.json").write_text(json.dumps(doc, indent=2, allow_nan=False) + "\n")
     write_object_tables(result, folder)
     write_report(
-        result, folder / "report.html", truth=em.cells, prediction=pred,
-        title="emseg demo: threshold + components vs synthetic cells",
+        result, folder / "report.html", truth=truth, prediction=pred,
+        title="emseg demo: forest + components vs synthetic mitochondria",
     )  # fmt: skip
-    keys = ("adapted_rand_error_cremi", "voi_split", "voi_merge", "ap50", "dice")
+    keys = ("ap50", "ap75", "pq", "dice", "adapted_rand_error_cremi", "voi_split", "voi_merge")
+    metrics = {k: doc[k] for k in keys if k in doc}
     return {
-        "prediction": "Otsu threshold of the smoothed image + 3D connected components",
-        "n_predicted": int(n),
+        "prediction": "forest on scribbles -> probabilities -> threshold + components (emseg "
+        "segment with the demo preset)",
+        "n_predicted": int(len(np.unique(pred)) - int((pred == 0).any())),
+        "n_truth": int(len(np.unique(truth)) - int((truth == 0).any())),
         "report": str(folder / "report.html"),
         "metrics_json": str(folder / "metrics.json"),
-        "metrics": {k: doc[k] for k in keys},
+        "metrics": metrics,
+        "answers": [
+            f"  mitochondria: {int(len(np.unique(pred)) - 1)} predicted, "
+            f"{int(len(np.unique(truth)) - 1)} true; "
+            + ", ".join(
+                f"{k} {v:.3f}" if isinstance(v, int | float) and v is not None else f"{k} {v}"
+                for k, v in metrics.items()
+            ),
+            f"  evaluation report: {folder / 'report.html'}",
+        ],
     }
 
 
 def _demo_objects(ctx: DemoContext) -> dict[str, tuple[np.ndarray, str, bool]]:
     """Label volumes to measure: name -> (labels, class, with geometry and descriptors).
 
-    The synthetic cells (or the instances of an earlier step, when one left
-    ``ctx.data["instances"]``) are measured without the per-object mesh and
-    descriptors, which cost seconds on large cells; organelles get both.
+    The synthetic cells are measured without the per-object mesh and
+    descriptors, which cost seconds on large cells; organelles get both. The
+    mitochondria are the predicted instances of the segment step when it ran
+    (``ctx.data["instances"]``), else the synthetic truth.
     """
     from scipy import ndimage
 
     em = ctx.data["synthetic"]
-    cells = ctx.data.get("instances", em.cells)
+    mito = ctx.data.get("instances", em.mitochondria)
     return {
-        "cells": (np.asarray(cells, np.uint32), "cell", False),
-        "mitochondria": (np.asarray(em.mitochondria, np.uint32), "mitochondrion", True),
+        "cells": (np.asarray(em.cells, np.uint32), "cell", False),
+        "mitochondria": (np.asarray(mito, np.uint32), "mitochondrion", True),
         "nucleus": (ndimage.label(em.nucleus)[0].astype(np.uint32), "nucleus", True),
         "vesicles": (ndimage.label(em.vesicles)[0].astype(np.uint32), "vesicle", True),
     }
@@ -228,13 +342,16 @@ def _catalog(ctx: DemoContext) -> dict[str, Any]:
                 if geometry and len(m.table)
                 else None
             )
+            labels_path = ctx.out / SYNTHETIC / f"{name}.ome.zarr"
+            if name == "mitochondria" and "segment" in ctx.results:
+                labels_path = Path(ctx.results["segment"]["labels"])
             cat.add_dataset(
                 name,
                 m.table,
                 points=m.points,
                 embeddings=emb,
                 image=str(ctx.out / SYNTHETIC / "image.ome.zarr"),
-                labels=str(ctx.out / SYNTHETIC / f"{name}.ome.zarr"),
+                labels=str(labels_path),
                 provenance={"produced_by": "emseg demo", "seed": ctx.seed},
             )
         n = len(cat)
@@ -299,7 +416,9 @@ DEMO_STEPS: list[DemoStep] = [
     DemoStep("synthesize", "make a synthetic EM volume with exact ground truth", _synthesize),
     DemoStep("write", "write the image and every ground truth as OME-Zarr", _write_synthetic),
     DemoStep("preview", "PNG of the middle section with the class overlay", _preview),
-    DemoStep("evaluate", "evaluate threshold + components against the true cells", _evaluate),
+    DemoStep("forest", "train a small forest on scribbles from the truth -> a preset", _forest),
+    DemoStep("segment", "emseg segment: blockwise probabilities, then instances", _segment),
+    DemoStep("evaluate", "evaluate the predicted mitochondria against the truth", _evaluate),
     DemoStep("measure", "morphometry of cells and organelles (Parquet + CSV)", _measure),
     DemoStep("catalog", "build a SQLite catalog of every measured object", _catalog),
     DemoStep("query", "one label, one proximity and one image-based query", _query),
@@ -311,6 +430,8 @@ def _outputs(out: Path) -> list[Path]:
         out / SUMMARY,
         out / SYNTHETIC,
         out / "preview.png",
+        out / "preset",
+        out / "segment",
         out / "evaluation",
         out / "morphometry",
         out / "catalog.sqlite",
@@ -333,7 +454,10 @@ def run_demo(
     ----------
     out : path
         Output folder (created). Holds ``synthetic/*.ome.zarr``,
-        ``preview.png`` and ``demo_summary.json``.
+        ``preview.png``, ``preset/`` (the forest and its preset.json),
+        ``segment/`` (probabilities and instances), ``evaluation/``
+        (``report.html``, metrics), ``morphometry/``, ``catalog.sqlite`` and
+        ``demo_summary.json``.
     shape : sequence of 3 int
         (Z, Y, X) of the synthetic volume (40 x 4 x 4 nm voxels).
     seed : int
@@ -371,7 +495,9 @@ def run_demo(
     ctx = DemoContext(out=out, shape=(shp[0], shp[1], shp[2]), seed=seed)
     for step in DEMO_STEPS if steps is None else steps:
         log.info("demo step %s: %s", step.name, step.description)
+        t0 = time.perf_counter()
         ctx.results[step.name] = step.run(ctx)
+        ctx.results[step.name].setdefault("seconds", round(time.perf_counter() - t0, 3))
     summary = out / SUMMARY
     summary.write_text(json.dumps({"steps": ctx.results}, indent=2) + "\n")
     return DemoResult(out=out, summary_path=summary, steps=ctx.results)

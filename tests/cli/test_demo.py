@@ -47,9 +47,27 @@ def test_demo_writes_reopenable_outputs_and_refuses_overwrite(tmp_path, capsys):
         assert Path(path).exists()
 
     # measure -> catalog -> query
+    # forest -> segment -> evaluate: the predicted mitochondria are what gets measured
+    seg = summary["steps"]["segment"]
+    predicted = open_image(seg["labels"])
+    assert predicted.dtype == np.uint64
+    assert predicted.spacing == (40.0, 4.0, 4.0)
+    assert predicted.attrs["emseg"]["preset"] == "demo-mitochondria"
+    assert int(predicted[:].max()) == seg["n_objects"]
+    ev = summary["steps"]["evaluate"]
+    assert ev["n_predicted"] == seg["n_objects"]
+    assert ev["n_truth"] == syn["counts"]["mitochondria"]
+    assert (out / "evaluation" / "report.html").stat().st_size > 1000
+    metrics = json.loads((out / "evaluation" / "metrics.json").read_text())
+    assert metrics["ap50"] == ev["metrics"]["ap50"]
+    from emseg.presets import load_preset
+
+    preset = load_preset(out / "preset")
+    assert preset.kind == "forest"
+    assert preset.method == "components"
     counts = summary["steps"]["measure"]["objects"]
     assert counts["cells"] == syn["counts"]["cells"]
-    assert counts["mitochondria"] == syn["counts"]["mitochondria"]
+    assert counts["mitochondria"] == seg["n_objects"]
     from emseg.morphometry import read_table
 
     for name, n in counts.items():

@@ -13,9 +13,11 @@ def register(sub: Any) -> None:
         sub,
         "demo",
         help="run the demo on synthetic EM with exact ground truth",
-        description="Make a synthetic EM volume (40 x 4 x 4 nm voxels) with exact ground truth, "
-        "write the image and every ground truth as OME-Zarr under OUT/synthetic/, a preview "
-        "PNG and OUT/demo_summary.json.",
+        description="Make a synthetic EM volume (40 x 4 x 4 nm voxels) with exact ground truth "
+        "(OME-Zarr under OUT/synthetic/, a preview PNG), train a small forest on scribbles "
+        "drawn from the truth (OUT/preset/), run `emseg segment` with it (OUT/segment/), "
+        "evaluate the predicted mitochondria against the truth (OUT/evaluation/report.html), "
+        "measure them, build a catalog and query it; OUT/demo_summary.json has every number.",
     )
     p.add_argument("--out", default="demo_output", metavar="DIR", help="output folder")
     p.add_argument(
@@ -44,6 +46,18 @@ def run(args: argparse.Namespace) -> int:
         lines.append(f"  {name:<13} {path}")
     if "preview" in result.steps:
         lines.append(f"  preview       {result.steps['preview']['path']}")
+    if "forest" in result.steps:
+        f = result.steps["forest"]
+        lines.append(
+            f"  preset        {f['preset']} (forest, {f['trees']} trees, "
+            f"{sum(f['scribbles'].values())} scribbled voxels, {f['seconds']:.1f} s)"
+        )
+    if "segment" in result.steps:
+        seg = result.steps["segment"]
+        lines.append(
+            f"  segment       {seg['n_objects']} mitochondria in {seg['labels']} "
+            f"({seg['seconds']:.1f} s)"
+        )
     lines.append(f"  summary       {result.summary_path}")
     for step in result.steps.values():  # steps that answer questions (e.g. "query")
         lines.extend(step.get("answers", []))
