@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from scipy import ndimage
 
+ROOT = Path(__file__).resolve().parents[2]
 SPACING = (10.0, 10.0, 10.0)
 #: Sphere centres (voxels) and radii (nm); the first two touch.
 SPHERES = [((12, 14, 14), 70.0), ((12, 14, 27), 70.0), ((10, 36, 34), 60.0), ((16, 34, 12), 50.0)]
