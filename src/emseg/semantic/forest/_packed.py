@@ -1,24 +1,37 @@
-"""A fitted random forest as plain arrays, and its prediction in numba.
+"""A fitted random forest as plain arrays, and its prediction.
 
 Every tree of a scikit-learn ``RandomForestClassifier`` is copied into five
 arrays concatenated over trees (child indices made global): this is what a
-model file stores (no pickle), and :meth:`PackedForest.predict_proba`
-traverses them in a ``nogil`` numba kernel, on several threads. The result
-equals ``RandomForestClassifier.predict_proba`` (same per-tree normalised
-leaf values, summed in the same tree order, divided by the number of trees).
+model file stores (no pickle). :meth:`PackedForest.predict_proba` evaluates
+them with one of two engines, both equal to
+``RandomForestClassifier.predict_proba`` (same per-tree normalised leaf
+values, summed in tree order, divided by the number of trees):
+
+- ``"sklearn"`` (default): the validated arrays are written into
+  scikit-learn's own compiled ``Tree`` objects (built from numbers, through
+  ``Tree.__setstate__`` with a node array we fill field by field, never by
+  unpickling), whose GIL-free Cython traversal is the fastest we measured
+  (``benchmarks/bench_forest.py``);
+- ``"numba"``: a ``nogil`` numba kernel over the packed arrays (no
+  scikit-learn needed at prediction time).
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
+import functools
 import itertools
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numba
 import numpy as np
 
+from emseg._checks import check_choice
 from emseg.errors import EmsegValueError, FormatError
+
+Engine = Literal["sklearn", "numba"]
+ENGINES: tuple[str, ...] = ("sklearn", "numba")
 
 
 @numba.njit(nogil=True, cache=True)
@@ -195,6 +208,15 @@ class PackedForest:
                 problems.append("a split feature is out of range")
             if np.any(self.roots < 0) or np.any(self.roots >= n):
                 problems.append("a root index is out of range")
+            elif self.roots[0] != 0 or np.any(np.diff(self.roots) <= 0):
+                problems.append("trees are not stored one after the other from index 0")
+            else:
+                # every child stays inside its own tree (trees are evaluated one by one)
+                end = np.append(self.roots[1:], n)[np.searchsorted(self.roots, idx, "right") - 1]
+                if np.any(self.left[internal] >= end[internal]) or np.any(
+                    self.right[internal] >= end[internal]
+                ):
+                    problems.append("a child index leaves its tree")
             if not np.all(np.isfinite(self.value)) or not np.all(
                 np.isfinite(self.threshold[internal])
             ):
@@ -202,7 +224,55 @@ class PackedForest:
         if problems:
             raise FormatError(f"invalid forest in model file: {'; '.join(problems)}.")
 
-    def predict_proba(self, x: np.ndarray, *, n_threads: int = 1) -> np.ndarray:
+    @functools.cached_property
+    def _sklearn_trees(self) -> list[Any]:
+        """scikit-learn ``Tree`` objects holding this forest's (validated) nodes."""
+        from sklearn.tree._tree import NODE_DTYPE, Tree
+
+        n = self.left.shape[0]
+        ends = np.append(self.roots[1:], n)
+        trees = []
+        for a, b in zip(self.roots.tolist(), ends.tolist(), strict=True):
+            m = b - a
+            nodes = np.zeros(m, dtype=NODE_DTYPE)
+            left = self.left[a:b].astype(np.int64)
+            right = self.right[a:b].astype(np.int64)
+            leaf = left < 0
+            nodes["left_child"] = np.where(leaf, -1, left - a)
+            nodes["right_child"] = np.where(leaf, -1, right - a)
+            nodes["feature"] = np.where(leaf, -2, self.feature[a:b])
+            nodes["threshold"] = np.where(leaf, -2.0, self.threshold[a:b])
+            nodes["n_node_samples"] = 1
+            nodes["weighted_n_node_samples"] = 1.0
+            depth = np.zeros(m, dtype=np.int64)
+            for i in np.flatnonzero(~leaf):  # children come after parents
+                depth[left[i] - a] = depth[right[i] - a] = depth[i] + 1
+            tree = Tree(self.n_features, np.array([self.n_classes], dtype=np.intp), 1)
+            tree.__setstate__(
+                {
+                    "max_depth": int(depth.max()),
+                    "node_count": m,
+                    "nodes": nodes,
+                    "values": np.ascontiguousarray(self.value[a:b, None, :], dtype=np.float64),
+                }
+            )
+            trees.append(tree)
+        return trees
+
+    def _predict_sklearn(self, x: np.ndarray, out: np.ndarray) -> None:
+        out[:] = 0.0
+        for tree in self._sklearn_trees:
+            out += tree.predict(x)  # rows of normalised leaf values
+        out /= self.n_trees
+
+    def _predict_numba(self, x: np.ndarray, out: np.ndarray) -> None:
+        _predict_kernel(
+            x, self.left, self.right, self.feature, self.threshold, self.value, self.roots, out
+        )
+
+    def predict_proba(
+        self, x: np.ndarray, *, n_threads: int = 1, engine: Engine = "sklearn"
+    ) -> np.ndarray:
         """Class probabilities of samples.
 
         Parameters
@@ -210,30 +280,35 @@ class PackedForest:
         x : (N, F) array_like
             Features (converted to float32, as scikit-learn does).
         n_threads : int, default 1
-            Threads splitting the samples.
+            Threads splitting the samples (both engines release the GIL).
+        engine : {"sklearn", "numba"}, default "sklearn"
+            scikit-learn's compiled tree traversal on trees rebuilt from the
+            arrays (faster), or emseg's numba kernel (see module docstring).
 
         Returns
         -------
         (N, C) ndarray of float64
-            Equal to scikit-learn's ``predict_proba`` of the original forest.
+            Equal to scikit-learn's ``predict_proba`` of the original forest
+            (up to float64 rounding of the sum, < 1e-12).
         """
+        check_choice(engine, ENGINES, name="engine")
         x = np.ascontiguousarray(x, dtype=np.float32)
         if x.ndim != 2 or x.shape[1] != self.n_features:
             raise EmsegValueError(
                 f"`x` must have shape (n_samples, {self.n_features}); got {x.shape}."
             )
         out = np.empty((x.shape[0], self.n_classes), np.float64)
-        args = (self.left, self.right, self.feature, self.threshold, self.value, self.roots)
+        run = self._predict_sklearn if engine == "sklearn" else self._predict_numba
         n_threads = max(1, int(n_threads))
         if n_threads == 1 or x.shape[0] < 10_000:
-            _predict_kernel(x, *args, out)
+            run(x, out)
             return out
+        if engine == "sklearn":
+            self._sklearn_trees  # noqa: B018 - build once, before the threads
         bounds = np.linspace(0, x.shape[0], n_threads + 1).astype(int)
         with cf.ThreadPoolExecutor(max_workers=n_threads) as pool:
             futures = [
-                pool.submit(_predict_kernel, x[a:b], *args, out[a:b])
-                for a, b in itertools.pairwise(bounds)
-                if b > a
+                pool.submit(run, x[a:b], out[a:b]) for a, b in itertools.pairwise(bounds) if b > a
             ]
             for fut in futures:
                 fut.result()
