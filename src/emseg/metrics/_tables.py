@@ -317,8 +317,20 @@ def overlap_table(
     return merge_tables(parts)
 
 
+def _pair_order(t: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """The stable order that sorts pairs by truth, then prediction (as ``np.lexsort((p, t))``).
+
+    With ids below 2**32 (uint32 labels) the pair packs into one uint64 key,
+    and a stable argsort of it is several times faster than ``lexsort``;
+    on a concatenation of sorted tables (a merge) timsort only merges runs.
+    """
+    if t.size and int(t.max()) < 2**32 and int(p.max()) < 2**32:
+        return np.argsort((t << np.uint64(32)) | p, kind="stable")
+    return np.lexsort((p, t))
+
+
 def _sorted_table(kt: np.ndarray, kp: np.ndarray, cnt: np.ndarray) -> OverlapTable:
-    order = np.lexsort((kp, kt))
+    order = _pair_order(kt, kp)
     c = cnt[order]
     return OverlapTable(kt[order], kp[order], c, int(c.sum()))
 
@@ -351,7 +363,7 @@ def merge_tables(tables: Iterable[OverlapTable]) -> OverlapTable:
     c = np.concatenate([x.counts for x in tables])
     if t.size == 0:
         return OverlapTable.empty()
-    order = np.lexsort((p, t))
+    order = _pair_order(t, p)
     t, p, c = t[order], p[order], c[order]
     start = np.ones(t.size, dtype=bool)
     start[1:] = (t[1:] != t[:-1]) | (p[1:] != p[:-1])
