@@ -245,3 +245,33 @@ def test_list_presets_of_a_folder_and_the_shipped_ones(tmp_path, forest_model_fi
         assert load_preset(p.name).name == p.name == p.path.name
         if p.kind == "forest":
             assert p.model_path().is_file()
+
+
+def test_agglomerate_preset_equals_the_block_function_in_memory(tmp_path, blob_data,
+                                                                forest_model_file):  # fmt: skip
+    from emseg.presets import write_preset
+    from emseg.presets._segment import agglomerate_block
+    from emseg.semantic.forest import load_model, quantize
+
+    image, _ = blob_data
+    preset = make_preset(tmp_path / "agg", forest_model_file)
+    doc = dict(preset.document)
+    supervoxels = {"seeds": "distance", "threshold": 0.5, "min_seed_distance_nm": 40.0}
+    doc["prediction"] = {**doc["prediction"], "class": "background"}  # high between blobs
+    doc["instances"] = {
+        "method": "agglomerate",
+        "supervoxels": supervoxels,
+        "agglomeration": {"edges": "mean", "threshold": 0.4, "edge_classifier": None},
+        "min_size_nm3": 0.0,
+        "halo_nm": [240.0, 480.0, 480.0],  # one block with the whole volume as context
+    }
+    write_preset(doc, preset.path)
+    result = segment(image, preset.path, tmp_path / "out", spacing=SPACING, progress=False)
+    boundary = quantize(load_model(forest_model_file).predict_proba(image, spacing=SPACING))[0]
+    expected = agglomerate_block(
+        boundary.astype(np.float32) / 255, spacing=list(SPACING), supervoxels=supervoxels,
+        threshold=0.4,
+    )  # fmt: skip
+    labels = open_image(result.labels)[:]
+    assert 1 < result.n_objects == len(np.unique(expected))
+    _same_partition(labels, expected)
