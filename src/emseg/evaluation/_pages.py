@@ -91,10 +91,9 @@ class PageSource:
         buf = None if full_rows else np.empty((ys.stop - ys.start, width), stored)
         with open(self.path, "rb", buffering=0) as f:
             for i, z in enumerate(range(zs.start, zs.stop)):
-                target = out[i] if full_rows else buf
-                assert target is not None
+                target: np.ndarray = out[i] if buf is None else buf
                 f.seek(int(self.offsets[z]) + ys.start * row_bytes)
-                view = memoryview(target.view(np.uint8).reshape(-1))
+                view = target.data.cast("B")
                 got = 0
                 while got < view.nbytes:
                     n = f.readinto(view[got:])
@@ -114,7 +113,9 @@ class PageSource:
         with tifffile.TiffFile(self.path) as tif:  # one handle per read: thread-safe
             pages = tif.series[0].pages
             for i, z in enumerate(range(zs.start, zs.stop)):
-                page = pages[z]
+                page: Any = pages[z]
+                if page is None:
+                    raise OSError(f"{self.path!r}: page {z} cannot be read.")
                 out[i] = np.asarray(page.asarray()).reshape(self.shape[-2:])[ys, xs]
 
 
@@ -185,7 +186,7 @@ def _page_source(image: Any) -> PageSource | None:
             # the whole series is stored contiguously, page after page
             offsets = int(series.dataoffset) + page_bytes * np.arange(n_pages, dtype=np.int64)
         elif plain and not key.is_tiled:
-            offs = []
+            offs: list[int] | None = []
             for page in series.pages:
                 if (
                     page is None
@@ -195,7 +196,7 @@ def _page_source(image: Any) -> PageSource | None:
                 ):
                     offs = None
                     break
-                offs.append(int(page.dataoffsets[0]))
+                offs.append(int(page.dataoffsets[0]))  # type: ignore[union-attr]
             offsets = None if offs is None else np.asarray(offs, np.int64)
         byteorder = tif.byteorder
     chunks = (1, *shape[-2:]) if len(shape) == 3 else shape
