@@ -64,8 +64,25 @@ def test_packed_forest_equals_sklearn(rng):
     ref = rf.predict_proba(xt)
     np.testing.assert_allclose(packed.predict_proba(xt), ref, rtol=0, atol=1e-12)
     np.testing.assert_allclose(packed.predict_proba(xt, n_threads=2), ref, rtol=0, atol=1e-12)
+    for threads in (1, 2):
+        got = packed.predict_proba(xt, n_threads=threads, engine="numba")
+        np.testing.assert_allclose(got, ref, rtol=0, atol=1e-12)
     with pytest.raises(EmsegValueError, match="shape"):
         packed.predict_proba(xt[:, :3])
+    with pytest.raises(EmsegValueError, match="engine"):
+        packed.predict_proba(xt, engine="pickle")
+
+
+def test_packed_forest_refuses_a_child_in_another_tree(rng):
+    x = rng.normal(size=(300, 4)).astype(np.float32)
+    rf = RandomForestClassifier(n_estimators=3, max_depth=4, random_state=0)
+    rf.fit(x, (x[:, 0] > 0).astype(int))
+    arrays = PackedForest.from_sklearn(rf).arrays()
+    left = arrays["left"].copy()
+    first_internal = int(np.flatnonzero(left >= 0)[0])
+    left[first_internal] = int(arrays["roots"][1]) + 1  # in range, after its parent, wrong tree
+    with pytest.raises(FormatError, match="leaves its tree"):
+        PackedForest.from_arrays({**arrays, "left": left}, 4)
 
 
 def test_forest_recovers_synthetic_classes(volume, models):
