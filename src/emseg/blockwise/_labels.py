@@ -88,12 +88,15 @@ def foreground(data: np.ndarray, threshold: float | None) -> np.ndarray:
 def _block_components(
     image: Any, block: Block, threshold: float | None, connectivity: int
 ) -> tuple[np.ndarray, int]:
-    """cc3d of the block's foreground: local ids 1..n (deterministic, so passes 1 and 3 agree)."""
+    """cc3d of the block's foreground: local ids 1..n in raster order of first voxels."""
     import cc3d
 
     fg = foreground(read_block(image, block.write_roi), threshold)
+    # The mask is passed as uint8 (a view, no copy), never as bool: cc3d 4.1's
+    # binary path (bool input or binary_image=True) mislabels background in 2D
+    # with 8-connectivity and can fail in 3D with 26 (tested in test_labels.py).
     labels, n = cc3d.connected_components(  # type: ignore[call-overload]
-        fg.astype(np.uint8, copy=False), connectivity=connectivity, return_N=True
+        fg.view(np.uint8), connectivity=connectivity, return_N=True
     )
     return labels, int(n)
 
@@ -190,7 +193,7 @@ def _save_planes(path: Path, labels: np.ndarray, dtype: np.dtype) -> None:
         for axis in range(labels.ndim):
             for index in (0, -1):
                 plane = np.ascontiguousarray(np.take(labels, index, axis=axis), dtype=dtype)
-                f.write(memoryview(plane))
+                f.write(plane.data)
     os.replace(tmp, path)
 
 
@@ -230,12 +233,12 @@ class _FacesTask:
         self.budget = math.prod(blocking.block_shape)
         self.dtype = _plane_dtype(blocking)
 
-    def _plane(self, block_id: int, axis: int, last: bool) -> np.ndarray:
+    def _plane(self, block: Block, axis: int, last: bool) -> np.ndarray:
         """A boundary plane of a block, in global ids."""
-        shape = self.blocking[block_id].write_roi.shape
-        path = self.faces / f"{block_id}.planes"
-        plane = _load_plane(path, shape, axis, last, self.dtype).astype(np.uint64)
-        np.add(plane, np.uint64(block_id * self.budget), out=plane, where=plane > 0)
+        path = self.faces / f"{block.block_id}.planes"
+        plane = _load_plane(path, block.write_roi.shape, axis, last, self.dtype)
+        plane = plane.astype(np.uint64)
+        np.add(plane, np.uint64(block.block_id * self.budget), out=plane, where=plane > 0)
         return plane
 
     def _lower_plane(self, block: Block, axis: int) -> tuple[np.ndarray, Roi]:
@@ -256,7 +259,7 @@ class _FacesTask:
             part = nroi.intersect(grown)
             if part.empty:
                 continue
-            plane = self._plane(nb.block_id, axis, last=True)
+            plane = self._plane(nb, axis, last=True)
             lower[part.relative_to(grown)] = plane[part.relative_to(nroi)]
         return lower, grown
 
@@ -267,7 +270,7 @@ class _FacesTask:
         for axis in range(w.ndim):
             if block.position[axis] == 0:
                 continue
-            up = self._plane(block_id, axis, last=False)
+            up = self._plane(block, axis, last=False)
             lo, grown = self._lower_plane(block, axis)
             inplane = _drop(w, axis)
             shift = [b - g for b, g in zip(inplane.begin, grown.begin, strict=True)]  # 0 or 1
