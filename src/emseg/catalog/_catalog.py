@@ -39,11 +39,12 @@ log = logging.getLogger(__name__)
 BATCH = 5000
 
 
-def _num(v: Any) -> float | None:
-    if v is None:
-        return None
-    f = float(v)
-    return None if np.isnan(f) else f
+def _objects(values: np.ndarray) -> list[float | None]:
+    """Python floats of a float64 array, NaN as None (SQL NULL)."""
+    out: list[float | None] = values.tolist()
+    for k in np.flatnonzero(np.isnan(values)).tolist():
+        out[k] = None
+    return out
 
 
 class Catalog:
@@ -233,39 +234,40 @@ class Catalog:
         labels = table["label"].to_numpy(np.int64) if n else np.zeros(0, np.int64)
         classes = table["class"].astype(str).tolist() if "class" in table.columns else [None] * n
         border = table["touches_border"].to_numpy(bool) if "touches_border" in table else None
+        emb = None if embeddings is None else np.ascontiguousarray(embeddings, np.float32)
+        if emb is not None:
+            emb = emb.reshape(n, -1)
         blob = (lambda b: b) if self.dialect == "sqlite" else bytes
-        rows: list[tuple[Any, ...]] = []
-        boxes: list[tuple[Any, ...]] = []
-        for i in range(n):
-            oid = first + i
-            lab = int(labels[i])
-            pts = points.get(lab) if points else None
-            if pts is not None:
-                pts = np.asarray(pts, np.float32)
-                if pts.shape[1] == 2:
-                    pts = np.concatenate([np.zeros((len(pts), 1), np.float32), pts], axis=1)
-            emb = None if embeddings is None else np.asarray(embeddings[i], np.float32).tobytes()
-            rows.append(
-                (
-                    oid,
-                    did,
-                    lab,
-                    classes[i],
-                    *(_num(data[c][i]) if c in data else None for c in NUMERIC_COLUMNS),
-                    None if border is None else int(border[i]),
-                    None if emb is None else blob(emb),
-                    None if pts is None else blob(pts.tobytes()),
-                )
+        box_cols = [f"bbox_{a}{e}_nm" for a in AXES for e in ("min", "max")]
+        # column-wise conversion to Python objects (NaN -> NULL): no per-value Python calls
+        for s in range(0, n, BATCH):
+            e = min(n, s + BATCH)
+            ids = list(range(first + s, first + e))
+            labs = labels[s:e].tolist()
+            nums = [
+                _objects(data[c][s:e]) if c in data else [None] * (e - s) for c in NUMERIC_COLUMNS
+            ]
+            bord = [None] * (e - s) if border is None else border[s:e].astype(int).tolist()
+            if emb is None:
+                embs: list[Any] = [None] * (e - s)
+            else:
+                raw = emb[s:e].tobytes()
+                w = emb.shape[1] * 4
+                embs = [blob(raw[k * w : (k + 1) * w]) for k in range(e - s)]
+            pts: list[Any] = [None] * (e - s)
+            if points:
+                for k, lab in enumerate(labs):
+                    p = points.get(lab)
+                    if p is not None:
+                        p = np.asarray(p, np.float32)
+                        if p.shape[1] == 2:
+                            p = np.concatenate([np.zeros((len(p), 1), np.float32), p], axis=1)
+                        pts[k] = blob(p.tobytes())
+            rows = list(
+                zip(ids, [did] * (e - s), labs, classes[s:e], *nums, bord, embs, pts, strict=True)
             )
-            boxes.append(
-                (oid, *(float(data[f"bbox_{a}{e}_nm"][i]) for a in AXES for e in ("min", "max")))
-            )
-            if len(rows) >= BATCH:
-                self._insert_rows(cur, cols, rows)
-                self._insert_boxes(cur, boxes)
-                rows, boxes = [], []
-        if rows:
             self._insert_rows(cur, cols, rows)
+            boxes = list(zip(ids, *(data[c][s:e].tolist() for c in box_cols), strict=True))
             self._insert_boxes(cur, boxes)
         return n
 

@@ -27,6 +27,9 @@ from emseg.catalog._catalog import Catalog
 from emseg.catalog._schema import SCHEMA_VERSION, ddl
 from emseg.errors import DatasetNotFoundError, FormatError
 
+#: SQLite page cache per connection, in KiB.
+CACHE_KB = 64 * 1024
+
 
 class SQLiteCatalog(Catalog):
     """A catalog in a SQLite file (use :func:`open_catalog`)."""
@@ -71,6 +74,9 @@ class SQLiteCatalog(Catalog):
                 )
         self.conn.execute("PRAGMA journal_mode = WAL")
         self.conn.execute("PRAGMA synchronous = NORMAL")
+        # 64 MB page cache (default 2 MB): R*Tree and index inserts into a catalog of
+        # 10^5+ objects ran ~1.7x faster in a measurement (docs/catalog.md)
+        self.conn.execute(f"PRAGMA cache_size = {-CACHE_KB}")
         if not tables:
             self.conn.execute("BEGIN IMMEDIATE")
             try:
