@@ -47,21 +47,27 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--truncate", type=float, default=4.0, help="Gaussian kernel radius in sigmas (as scipy)"
     )
-    add_block_options(p)
+    add_block_options(
+        p,
+        block_default="chunks grown to ~2^23 voxels where the halo costs most "
+        "(128 256 256 for 64^3 chunks and a halo of 8)",
+    )
     add_spacing(p)
     add_execution(p)
     add_overwrite(p)
     p.set_defaults(func=run)
 
 
-def add_block_options(p: argparse.ArgumentParser) -> None:
+def add_block_options(
+    p: argparse.ArgumentParser, *, block_default: str = "chunks grown to ~128^3"
+) -> None:
     p.add_argument(
         "--block",
         nargs="+",
         type=int,
         default=None,
         metavar="N",
-        help="block (write region) shape in voxels, z y x; default: chunks grown to ~128^3",
+        help=f"block (write region) shape in voxels, z y x; default: {block_default}",
     )
     p.add_argument(
         "--chunks",
