@@ -157,18 +157,28 @@ def tune(
     grid: Sequence[dict[str, Any]],
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Score every setting of `grid`; return the best (by PQ, then AP75, AP50) and all rows."""
+    from emseg.errors import EmsegError
+
     rows = []
     cache: dict[str, np.ndarray] = {}
     for inst in grid:
         t0 = time.perf_counter()
-        s = scores(truth, run_instances(prob, inst, spacing, cache))
+        try:
+            s: dict[str, Any] = scores(truth, run_instances(prob, inst, spacing, cache))
+        except EmsegError as exc:  # a setting the method refuses (e.g. no background at all)
+            cache.clear()
+            s = {"ap50": np.nan, "ap75": np.nan, "pq": np.nan, "n_predicted": -1, "n_truth": -1,
+                 "error": str(exc)}  # fmt: skip
         rows.append({"instances": inst, **s, "seconds": round(time.perf_counter() - t0, 2)})
         log.info("%s -> %s", json.dumps(inst), s)
 
     def key(r: dict[str, Any]) -> tuple[float, ...]:
         return tuple(-1.0 if np.isnan(r[k]) else r[k] for k in ("pq", "ap75", "ap50"))
 
-    best = max(rows, key=key)
+    ok = [r for r in rows if "error" not in r]
+    if not ok:
+        raise SystemExit("every setting of the grid failed: " + rows[0]["error"])
+    best = max(ok, key=key)
     return best, rows
 
 

@@ -74,3 +74,29 @@ def test_tune_picks_the_watershed_and_segment_reproduces_it(tmp_path, tune_prese
     verified = tune_presets.verify(tmp_path / "mitochondria", image, truth, SPACING)
     assert verified == {k: best[k] for k in verified}
     assert load_preset(tmp_path / "mitochondria").instances["min_size_nm3"] == 0.0
+
+
+def test_a_setting_the_method_refuses_is_recorded_not_fatal(tune_presets, monkeypatch):
+    from emseg.errors import EmsegValueError
+
+    prob = np.zeros((4, 8, 8), np.float32)
+    prob[1:3, 2:6, 2:6] = 0.9
+    truth = (prob > 0.5).astype(np.uint32)
+    grid = tune_presets.candidates(thresholds=(0.5,), min_sizes=(0.0,), seed_distances=(20.0,))
+    real = tune_presets.run_instances
+
+    def refuse_watershed(prob, inst, spacing, cache=None):
+        if inst["method"] == "watershed":
+            raise EmsegValueError("`image` holds NaN or infinite values")
+        return real(prob, inst, spacing, cache)
+
+    monkeypatch.setattr(tune_presets, "run_instances", refuse_watershed)
+    best, rows = tune_presets.tune(prob, truth, (40.0, 4.0, 4.0), grid)
+    assert best["instances"]["method"] == "components"
+    assert best["ap50"] == 1.0
+    assert "NaN" in rows[1]["error"]
+    assert np.isnan(rows[1]["pq"])
+    monkeypatch.setattr(tune_presets, "run_instances", lambda *a, **k: refuse_watershed(
+        a[0], {"method": "watershed"}, None))  # fmt: skip
+    with pytest.raises(SystemExit, match="every setting"):
+        tune_presets.tune(prob, truth, (40.0, 4.0, 4.0), grid)
