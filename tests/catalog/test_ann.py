@@ -271,3 +271,20 @@ def test_cli_index_and_exact_like(tmp_path, rng, capsys):
     rows = json.loads(capsys.readouterr().out)
     ref_ids, _ = brute(e, e[4], exclude=5, k=3)
     assert [r["id"] for r in rows] == list(ref_ids)
+
+
+def test_read_only_catalog_builds_in_memory(tmp_path, rng, caplog):
+    t, e = _small(rng)
+    path = tmp_path / "ro.sqlite"
+    with open_catalog(path) as cat:
+        cat.add_dataset("only", t, embeddings=e)
+    with open_catalog(path) as cat:
+        cat.conn.execute("PRAGMA query_only = ON")  # every write now fails
+        cat.ann_min_objects = 1000
+        with caplog.at_level(logging.WARNING, logger="emseg.catalog"):
+            got = like(cat, e[20], top=1)
+        assert got.attrs["search"] == "ann"
+        assert int(got["id"].iloc[0]) == 21
+        assert "read-only" in caplog.text
+        assert cat.ann_index().origin == "built"
+    assert not path.with_name(path.name + ".ann").exists()

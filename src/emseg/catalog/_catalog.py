@@ -67,6 +67,8 @@ class Catalog:
     ph: str = "?"
     dialect: str = "sqlite"
     ann_min_objects: int = ANN_MIN_OBJECTS
+    #: The driver's base exception class (``sqlite3.Error``, ``psycopg.Error``).
+    db_error: type[Exception] = Exception
     _ann: AnnIndex | None = None
 
     # -- backend hooks -------------------------------------------------------------
@@ -447,16 +449,28 @@ class Catalog:
         cur.execute("SELECT COALESCE(MAX(id), 0) FROM objects")
         return Fingerprint(int(row[0]) if row else 0, int(cur.fetchone()[0]))
 
-    def _ann_key(self) -> bytes:
-        """This catalog's secret HMAC key for its stored ANN index (created on first use)."""
+    def _ann_key(self) -> bytes | None:
+        """This catalog's secret HMAC key for its stored ANN index (created on first use).
+
+        ``None`` when there is none and the catalog is read-only: the index is
+        then built in memory, never loaded from or written to storage.
+        """
         cur = self.conn.cursor()
-        cur.execute(
-            f"INSERT INTO emseg_meta (key, value) VALUES ('ann_key', {self.ph}) "
-            "ON CONFLICT (key) DO NOTHING",
-            (secrets.token_hex(32),),
-        )
         cur.execute("SELECT value FROM emseg_meta WHERE key = 'ann_key'")
-        return bytes.fromhex(cur.fetchone()[0])
+        row = cur.fetchone()
+        if row is None:
+            try:
+                cur.execute(
+                    f"INSERT INTO emseg_meta (key, value) VALUES ('ann_key', {self.ph}) "
+                    "ON CONFLICT (key) DO NOTHING",
+                    (secrets.token_hex(32),),
+                )
+            except self.db_error as exc:
+                log.warning("catalog: read-only, the ANN index is kept in memory only (%s)", exc)
+                return None
+            cur.execute("SELECT value FROM emseg_meta WHERE key = 'ann_key'")
+            row = cur.fetchone()
+        return bytes.fromhex(row[0])
 
     def ann_index(self, *, rebuild: bool = False) -> AnnIndex:
         """The ANN index over this catalog's descriptors, up to date (see ``emseg.catalog._ann``).
@@ -474,6 +488,9 @@ class Catalog:
         if not rebuild and self._ann is not None and self._ann.fingerprint == fp:
             return self._ann
         key = self._ann_key()
+        if key is None:
+            self._ann = build_index(self)
+            return self._ann
         if not rebuild:
             blob = self._ann_load()
             if blob is not None:

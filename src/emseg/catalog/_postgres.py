@@ -56,6 +56,7 @@ class PostgresCatalog(Catalog):
                 "a PostgreSQL catalog needs the psycopg driver: pip install 'psycopg[binary]>=3.2'."
             ) from exc
         self.url = url
+        self.db_error = psycopg.Error
         shown = redact(url)
         try:
             self.conn = psycopg.connect(url, autocommit=True)

@@ -36,6 +36,7 @@ class SQLiteCatalog(Catalog):
 
     ph = "?"
     dialect = "sqlite"
+    db_error = sqlite3.Error
 
     def __init__(self, path: str | Path, *, create: bool = True, timeout: float = 60.0) -> None:
         self.path = Path(path)
