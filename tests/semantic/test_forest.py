@@ -323,6 +323,28 @@ def test_folds_are_balanced_per_class(rng):
     for c in (1, 2):
         share = (fold[strokes.reshape(-1)[index] == c] == 0).mean()
         assert np.isclose(share, 1 / 3) or np.isclose(share, 2 / 3)
+    # sparse random voxels, scheme "halves": each class's first half along z is fold 0
+    sparse = np.zeros((10, 30, 30), np.uint8)
+    flat = sparse.reshape(-1)
+    pick = rng.choice(flat.size, 400, replace=False)
+    flat[pick[:150]] = 1
+    flat[pick[150:]] = 2
+    index = _select_samples(sparse, 2, None, rng)
+    fold = _folds(sparse, index, 2, rng, scheme="halves")
+    y = flat[index]
+    z = np.unravel_index(index, sparse.shape)[0]
+    for c, n in ((1, 150), (2, 250)):
+        assert (fold[y == c] == 0).sum() == n // 2
+        assert z[(fold == 0) & (y == c)].max() <= z[(fold == 1) & (y == c)].min()
+
+
+def test_autocontext_folds_option_is_checked_and_recorded(volume):
+    em, _, scribbles = volume
+    kw = {"spacing": em.spacing, "spec": SPEC, "n_estimators": 10, "stages": 2}
+    with pytest.raises(EmsegValueError, match="autocontext_folds"):
+        train_forest(em.image, scribbles, autocontext_folds="random", **kw)
+    model = train_forest(em.image, scribbles, autocontext_folds="halves", **kw)
+    assert model.provenance["autocontext_training"] == "out-of-fold (2 folds by z half)"
 
 
 def test_autocontext_with_dense_labels_does_not_degrade(volume):

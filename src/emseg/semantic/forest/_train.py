@@ -25,12 +25,12 @@ from __future__ import annotations
 import datetime
 import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from scipy import ndimage
 
-from emseg._checks import check_label_dtype, check_same_shape
+from emseg._checks import check_choice, check_label_dtype, check_same_shape
 from emseg.blockwise import Blocking, as_input, input_spacing
 from emseg.errors import EmsegValueError
 from emseg.features import FeatureSpec, check_image, compute_features, feature_halo, feature_spec
@@ -69,9 +69,17 @@ def _select_samples(
 
 
 def _folds(
-    labels: np.ndarray, index: np.ndarray, n_classes: int, rng: np.random.Generator
+    labels: np.ndarray,
+    index: np.ndarray,
+    n_classes: int,
+    rng: np.random.Generator,
+    *,
+    scheme: str = "strokes",
 ) -> np.ndarray:
     """Fold (0/1) of each selected voxel, balanced within each class.
+
+    ``scheme="halves"``: each class's samples are cut into two halves in C
+    order (z first), i.e. the first and the second half of the volume.
 
     A class's connected strokes are dealt to the two folds (largest first, each
     to the fold with fewer samples; ties broken at random). When that leaves
@@ -84,6 +92,9 @@ def _folds(
     cls = flat[index]
     for c in range(1, n_classes + 1):
         sel = np.flatnonzero(cls == c)
+        if scheme == "halves":
+            fold[sel] = (np.arange(sel.size) >= sel.size // 2).astype(np.int8)
+            continue
         comp, n = ndimage.label(labels == c)
         ids = comp.reshape(-1)[index[sel]]
         sizes = np.bincount(ids, minlength=n + 1)
@@ -126,6 +137,7 @@ def train_forest(
     class_names: Sequence[str] | None = None,
     stages: int = 1,
     context_scales: Sequence[float] | None = None,
+    autocontext_folds: Literal["strokes", "halves"] = "strokes",
     n_estimators: int = 100,
     max_depth: int | None = 20,
     min_samples_leaf: int = 1,
@@ -156,6 +168,13 @@ def train_forest(
         Number of autocontext stages (see module docstring).
     context_scales : sequence of float, optional
         Autocontext smoothing sigmas in nm; default (1, 3.5, 10) xy pixels.
+    autocontext_folds : {"strokes", "halves"}, default "strokes"
+        How the out-of-fold split of autocontext training is made: connected
+        strokes dealt to two folds, or each class's samples cut into the first
+        and second half of the volume along z. Use ``"halves"`` for a sparse
+        random subsample of dense labels, where every sample is its own
+        "stroke" and a random split would put each sample's neighbours in the
+        other fold (over-confident context).
     n_estimators, max_depth, min_samples_leaf : int
         Of scikit-learn's ``RandomForestClassifier`` (``max_features="sqrt"``).
     max_samples_per_class : int or None, default 50000
@@ -229,7 +248,12 @@ def train_forest(
     rng = np.random.default_rng(seed)
     index = _select_samples(lab, n_classes, max_samples_per_class, rng)
     y = lab.reshape(-1)[index].astype(np.int64)
-    fold = _folds(lab, index, n_classes, rng) if stages > 1 else np.zeros(index.size, np.int8)
+    check_choice(autocontext_folds, ("strokes", "halves"), name="autocontext_folds")
+    fold = (
+        _folds(lab, index, n_classes, rng, scheme=autocontext_folds)
+        if stages > 1
+        else np.zeros(index.size, np.int8)
+    )
     if block_shape is None:
         block_shape = (1, *lab.shape[1:]) if (lab.ndim == 3 and spec.mode == "2d") else 64
     rf_params = {
@@ -320,7 +344,11 @@ def train_forest(
         "samples": {names[c - 1]: int((y == c).sum()) for c in range(1, n_classes + 1)},
         "forest": {**rf_params, "seed": int(seed)},
         "stages": int(stages),
-        "autocontext_training": "out-of-fold (2 folds by stroke)" if stages > 1 else "none",
+        "autocontext_training": (
+            f"out-of-fold (2 folds by {'stroke' if autocontext_folds == 'strokes' else 'z half'})"
+            if stages > 1
+            else "none"
+        ),
     }
     return PixelClassifier(
         spec=spec,
