@@ -16,9 +16,11 @@ from emseg.metrics import (
     coco_average_precision,
     instance_metrics,
     match_instances,
+    mitoem_average_precision,
     object_tables,
     panoptic_quality,
 )
+from emseg.metrics._evaluate import INSTANCE_KEYS
 
 # 1D "images": truth objects 1 (4 voxels), 2 (4 voxels), 3 (2 voxels)
 TRUTH = np.array([1, 1, 1, 1, 2, 2, 2, 2, 0, 3, 3, 0])
@@ -147,9 +149,110 @@ def test_object_tables_hand_case():
 
 def test_instance_metrics_keys_and_edge_cases():
     m = instance_metrics(TRUTH, PRED)
-    assert list(m) == ["ap50", "ap75", "map", "aji", "pq", "sq", "rq", "f1_50"]
+    assert list(m) == list(INSTANCE_KEYS)
+    assert list(m) == ["ap50", "ap75", "map", "aji", "pq", "sq", "rq", "f1_50", "coco_map",
+                       "coco_ap50", "coco_ap75", "mitoem_ap75"]  # fmt: skip
+    assert math.isnan(m["coco_map"])  # no scores
     assert m["f1_50"] == pytest.approx(2 / 3)
     empty = instance_metrics(np.zeros(4, np.uint8), np.zeros(4, np.uint8))
     assert all(math.isnan(v) for v in empty.values())
     with pytest.raises(EmsegValueError, match="threshold"):
         match_instances(TRUTH, PRED, threshold=0.0)
+
+
+# --- COCO / MitoEM average precision ------------------------------------------------------
+
+
+def _pycocotools_style_map(t, p, scores, thresholds):
+    """An independent COCO AP written after pycocotools' COCOeval (evaluateImg + accumulate):
+    IoUs by brute force over the voxel sets, detections by decreasing score (mergesort),
+    each taking the unmatched ground truth of highest IoU >= t (ties: the later one, as
+    pycocotools' ``<`` test), precision made monotone from the right, 101 recall points."""
+    gts = [int(g) for g in np.unique(t) if g != 0]
+    dts = [int(d) for d in np.unique(p) if d != 0]
+    ious = np.zeros((len(dts), len(gts)))
+    for i, d in enumerate(dts):
+        for j, g in enumerate(gts):
+            inter = np.sum((p == d) & (t == g))
+            union = np.sum((p == d) | (t == g))
+            ious[i, j] = inter / union
+    order = np.argsort([-scores[d] for d in dts], kind="mergesort")
+    rec_thrs = np.linspace(0.0, 1.0, int(np.round((1.00 - 0.0) / 0.01)) + 1)
+    aps = []
+    for thr in thresholds:
+        gtm = np.zeros(len(gts), dtype=bool)
+        tps = []
+        for dind in order:
+            iou = min(thr, 1 - 1e-10)
+            m = -1
+            for gind in range(len(gts)):
+                if gtm[gind]:
+                    continue
+                if ious[dind, gind] < iou:
+                    continue
+                iou = ious[dind, gind]
+                m = gind
+            if m > -1:
+                gtm[m] = True
+            tps.append(m > -1)
+        tps = np.array(tps, dtype=bool)
+        tp = np.cumsum(tps).astype(float)
+        fp = np.cumsum(~tps).astype(float)
+        rc = tp / len(gts)
+        pr = (tp / (fp + tp + np.spacing(1))).tolist()
+        for i in range(len(pr) - 1, 0, -1):
+            if pr[i] > pr[i - 1]:
+                pr[i - 1] = pr[i]
+        inds = np.searchsorted(rc, rec_thrs, side="left")
+        q = np.zeros(len(rec_thrs))
+        for ri, pi in enumerate(inds):
+            if pi < len(pr):
+                q[ri] = pr[pi]
+        aps.append(q.mean())
+    return np.array(aps)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_coco_ap_equals_pycocotools_style_reference(seed):
+    rng = np.random.default_rng(seed)
+    t = np.repeat(np.repeat(rng.integers(0, 9, (3, 4, 4)), 3, axis=1), 3, axis=2)
+    p = np.roll(t, rng.integers(0, 2), axis=2) * (rng.random(t.shape) > 0.1)
+    p = np.where(rng.random(t.shape) < 0.1, rng.integers(20, 24, t.shape), p)
+    ids = [int(d) for d in np.unique(p) if d != 0]
+    scores = {d: float(rng.choice([0.3, 0.5, 0.9])) for d in ids}  # ties on purpose
+    th = np.round(np.arange(0.5, 0.951, 0.05), 2)
+    ref = _pycocotools_style_map(t, p, scores, th)
+    assert 0 < ref.mean() < 1  # a case with hits and misses
+    got = coco_average_precision(t, p, scores=scores)
+    np.testing.assert_allclose(got.ap, ref, atol=1e-12)
+    assert got.map == pytest.approx(ref.mean(), abs=1e-12)
+    m = instance_metrics(t, p, scores=scores)
+    assert m["coco_map"] == pytest.approx(ref.mean(), abs=1e-12)
+    assert m["coco_ap50"] == pytest.approx(ref[0], abs=1e-12)
+    assert m["coco_ap75"] == pytest.approx(ref[5], abs=1e-12)
+    assert m["mitoem_ap75"] == pytest.approx(ref[5], abs=1e-12)
+
+
+def test_mitoem_ap75_hand_case_3d():
+    # two truth mitochondria of 16 voxels (rows 0-1 and 2-3 of a 2 x 4 x 4 volume)
+    t = np.zeros((2, 4, 4), np.uint8)
+    t[:, :2] = 1
+    t[:, 2:] = 2
+    p = t.copy()
+    p[:, 3] = 0  # prediction 2 covers half of object 2: IoU 0.5 < 0.75
+    p[0, 0, 0] = 3  # a one-voxel false positive (IoU 1/16 with object 1)
+    # ranked by size: 1 (15 voxels, IoU 15/16 -> hit), 2 (8, miss), 3 (1, miss)
+    # recall [.5, .5, .5], precision [1, .5, 1/3] -> monotone [1, .5, 1/3]
+    # recall points 0..0.5 (51 of 101) read precision 1, the rest 0
+    assert mitoem_average_precision(t, p) == pytest.approx(51 / 101)
+    # scores that put the misses first: precision at the hit is 1/3
+    got = mitoem_average_precision(t, p, scores={1: 0.1, 2: 0.9, 3: 0.8})
+    assert got == pytest.approx(51 / 101 / 3)
+    # at IoU 0.5 both truth objects are found (by size order: hit, hit, miss)
+    assert mitoem_average_precision(t, p, threshold=0.5) == pytest.approx(1.0)
+    assert math.isnan(mitoem_average_precision(np.zeros_like(t), p))
+    # blockwise-exact: the table of two halves gives the same value
+    from emseg.metrics import merge_tables, overlap_table
+
+    tab = merge_tables([overlap_table(t[:1], p[:1]), overlap_table(t[1:], p[1:])])
+    assert mitoem_average_precision(tab) == pytest.approx(51 / 101)

@@ -58,6 +58,13 @@ def register(sub: Any) -> None:
         metavar="PROB",
         help="foreground probability map in [0, 1] (pixel error, curves, ISBI sweep)",
     )
+    p.add_argument(
+        "--scores",
+        default=None,
+        metavar="FILE",
+        help="confidence of each predicted object (CSV 'label,score' lines or JSON "
+        '{"label": score}): gives coco_map / coco_ap50 / coco_ap75 and ranks mitoem_ap75',
+    )
     p.add_argument("--json", default=None, metavar="OUT.json", help="write the metrics as JSON")
     p.add_argument("--report", default=None, metavar="OUT.html",
                    help="write the HTML report (+ per-object CSV tables next to it)")  # fmt: skip
@@ -87,7 +94,7 @@ def _check_out(path: str | None, overwrite: bool) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from emseg.evaluation import evaluate, write_error_maps
+    from emseg.evaluation import evaluate, read_scores, write_error_maps
 
     for out in (args.json, args.report, args.error_maps):
         _check_out(out, args.overwrite)
@@ -110,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
         truth_threshold=args.truth_threshold,
         pred_threshold=args.pred_threshold,
         probabilities=args.probabilities,
+        scores=None if args.scores is None else read_scores(args.scores),
         block_shape=block,
         n_workers=args.workers,
         scheduler=args.scheduler,

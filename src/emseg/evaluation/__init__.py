@@ -27,6 +27,7 @@ from emseg.evaluation._evaluate import (
 from emseg.evaluation._geometric import hausdorff_pairs, streamed_warping_error
 from emseg.evaluation._moments import ObjectMoments, morphology_table, object_moments
 from emseg.evaluation._morphology import MORPHOLOGY_FEATURES, compare_distributions
+from emseg.evaluation._scores import read_scores
 
 __all__ = [
     "ERROR_CODES",
@@ -43,6 +44,7 @@ __all__ = [
     "hausdorff_pairs",
     "morphology_table",
     "object_moments",
+    "read_scores",
     "streamed_warping_error",
     "worst_sections",
     "write_error_maps",

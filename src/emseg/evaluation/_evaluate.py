@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -254,6 +254,7 @@ def evaluate(
     truth_threshold: float | None = None,
     pred_threshold: float | None = None,
     probabilities: Any = None,
+    scores: Mapping[int, float] | None = None,
     block_shape: int | Sequence[int] | None = None,
     n_workers: int = 2,
     scheduler: Any = None,
@@ -302,6 +303,11 @@ def evaluate(
         2012, thresholds 0.0:1.0:0.1), precision / recall / Jaccard curves
         (0.00:1.00:0.01), and the ISBI 2012 V_rand / V_info sweep (as the
         boundary map ``1 - p``) when the volume fits `in_memory_limit`.
+    scores : mapping of int to float, optional
+        Confidence of every predicted object (label -> score): gives
+        ``coco_map``, ``coco_ap50``, ``coco_ap75`` (COCO protocol) and ranks
+        the predictions of ``mitoem_ap75`` (default: by object size). See
+        :func:`read_scores` for the CSV / JSON files of the CLI.
     block_shape : int or sequence of int, optional
         Blocks of the streaming pass; default from the truth's chunks (about
         128³ voxels).
@@ -473,7 +479,12 @@ def evaluate(
     if wanted & set(NEURON_KEYS):
         metrics.update(neuron_metrics(tab))
     if wanted & set(INSTANCE_KEYS):
-        metrics.update(instance_metrics(tab))
+        metrics.update(instance_metrics(tab, scores=scores))
+        if scores is None:
+            for k in ("coco_map", "coco_ap50", "coco_ap75"):
+                metrics[k] = None
+                notes[k] = "needs a score per predicted object (scores= / --scores FILE)"
+            notes["mitoem_ap75"] = "no scores given: predictions ranked by size (as MitoEM)"
 
     # objects
     t_frame = p_frame = morph = None

@@ -34,6 +34,7 @@ from emseg.metrics._matching import (
     average_precision,
     coco_average_precision,
     match_instances,
+    mitoem_average_precision,
     object_tables,
     panoptic_quality,
 )
@@ -96,6 +97,7 @@ __all__ = [
     "jaccard_curve",
     "match_instances",
     "merge_tables",
+    "mitoem_average_precision",
     "neuron_metrics",
     "object_tables",
     "overlap_table",

@@ -16,6 +16,8 @@ from emseg.metrics._matching import (
     _objects,
     aggregated_jaccard_index,
     average_precision,
+    coco_average_precision,
+    mitoem_average_precision,
     panoptic_quality,
 )
 from emseg.metrics._pixel import ConfusionMatrix, ProbabilityHistogram, semantic_metrics
@@ -44,7 +46,20 @@ NEURON_KEYS = (
     "isbi_vrand",
     "isbi_vinfo",
 )
-INSTANCE_KEYS = ("ap50", "ap75", "map", "aji", "pq", "sq", "rq", "f1_50")
+INSTANCE_KEYS = (
+    "ap50",
+    "ap75",
+    "map",
+    "aji",
+    "pq",
+    "sq",
+    "rq",
+    "f1_50",
+    "coco_map",
+    "coco_ap50",
+    "coco_ap75",
+    "mitoem_ap75",
+)
 SEMANTIC_KEYS = (
     "accuracy",
     "precision",
@@ -69,6 +84,16 @@ CONVENTIONS: dict[str, Any] = {
     "isbi_vinfo": "2 I / (H(T) + H(P)); truth 0 ignored, predicted 0 singletons",
     "instances": "label 0 = background; IoU matching one-to-one",
     "ap": "DSB 2018: TP / (TP + FP + FN) at IoU >= t; map over t = 0.50:0.95:0.05",
+    "map": "DSB 2018 (ap averaged over IoU 0.50:0.95:0.05), never COCO; COCO is coco_map",
+    "coco_map": (
+        "COCO mAP@[.50:.95] of scored predictions (pycocotools matching by decreasing score, "
+        "101-point interpolated precision; no detection limit, area range all); "
+        "null without scores"
+    ),
+    "mitoem_ap75": (
+        "MitoEM (mAP_3Dvolume): COCO AP at IoU 0.75 of whole 3D objects; scores = the given "
+        "ones, else each predicted object's voxel count (as its reference code)"
+    ),
     "aji": "Kumar et al. 2017 (original, not AJI+)",
     "pq": "Kirillov et al. 2019, IoU > 0.5",
     "f1_50": "2 TP / (2 TP + FP + FN) at IoU >= 0.5",
@@ -136,18 +161,33 @@ def instance_metrics(
     prediction: ArrayLike | None = None,
     *,
     mask: ArrayLike | None = None,
+    scores: Mapping[int, float] | ArrayLike | None = None,
 ) -> dict[str, float]:
     """Every matching-based instance score from one overlap table.
+
+    Parameters
+    ----------
+    truth, prediction, mask
+        As for :func:`match_instances`.
+    scores : mapping of label to float, or 1D array indexed by label, optional
+        Confidence of every predicted object: gives the COCO keys and the
+        MitoEM AP-75 with these scores (without them: ``coco_*`` are NaN and
+        ``mitoem_ap75`` ranks by object size, as MitoEM's code does).
 
     Returns
     -------
     dict of str to float
-        Keys ``ap50, ap75, map, aji, pq, sq, rq, f1_50``.
+        Keys ``ap50, ap75, map`` (DSB 2018: TP / (TP + FP + FN), ``map`` its
+        mean over IoU 0.50:0.95), ``aji, pq, sq, rq, f1_50``, ``coco_map,
+        coco_ap50, coco_ap75`` (:func:`coco_average_precision`) and
+        ``mitoem_ap75`` (:func:`mitoem_average_precision`).
     """
     tab = as_table(truth, prediction, mask)
     ap = average_precision(tab)
     pq = panoptic_quality(tab)
     f1 = _match(_objects(tab), _check_threshold(0.5)).f1
+    nan = float("nan")
+    coco = None if scores is None else coco_average_precision(tab, scores=scores)
     return {
         "ap50": ap.ap50,
         "ap75": ap.ap75,
@@ -157,6 +197,12 @@ def instance_metrics(
         "sq": pq.sq,
         "rq": pq.rq,
         "f1_50": f1,
+        "coco_map": nan if coco is None else coco.map,
+        "coco_ap50": nan if coco is None else coco.ap50,
+        "coco_ap75": nan if coco is None else coco.ap75,
+        "mitoem_ap75": (
+            coco.ap75 if coco is not None else mitoem_average_precision(tab, threshold=0.75)
+        ),
     }
 
 

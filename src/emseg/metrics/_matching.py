@@ -27,6 +27,7 @@ __all__ = [
     "average_precision",
     "coco_average_precision",
     "match_instances",
+    "mitoem_average_precision",
     "object_tables",
     "panoptic_quality",
 ]
@@ -330,6 +331,54 @@ def coco_average_precision(
                 hits[rank] = True
         ap[k] = _coco_ap(hits, n_gt)
     return _ap_result(th, ap)
+
+
+def mitoem_average_precision(
+    truth: ArrayLike | OverlapTable,
+    prediction: ArrayLike | None = None,
+    *,
+    scores: Mapping[int, float] | ArrayLike | None = None,
+    threshold: float = 0.75,
+    mask: ArrayLike | None = None,
+) -> float:
+    """MitoEM-style AP-75: COCO average precision of 3D instances at one IoU threshold.
+
+    The MitoEM challenge (Wei et al. 2020, evaluation code ``mAP_3Dvolume``)
+    runs the COCO protocol on whole 3D objects: IoU of voxel sets,
+    predictions visited by decreasing score, monotone precision sampled at
+    101 recall points, area range "all", reported at IoU 0.75. Without
+    scores its code ranks predictions by their size in voxels; so does this
+    function (ties in stable label order). Exact on any volume size: it
+    needs only the overlap table.
+
+    Parameters
+    ----------
+    truth, prediction, mask
+        As for :func:`match_instances` (2D works too, but the protocol is 3D).
+    scores : mapping of label to float, or 1D array indexed by label, optional
+        Confidence of every predicted object; default its voxel count.
+    threshold : float, default 0.75
+
+    Returns
+    -------
+    float
+        NaN when there is no truth object (COCO reports -1).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> t = np.zeros((2, 4, 4), np.uint8); t[:, :2] = 1; t[:, 2:] = 2
+    >>> p = t.copy(); p[:, 3] = 0  # object 2 loses half its voxels: IoU 0.5
+    >>> mitoem_average_precision(t, p)  # 1 of 2 found: precision 1 up to recall 0.5
+    0.504950495049505
+    """
+    tab = as_table(truth, prediction, mask)
+    if scores is None:
+        ids, sizes = tab.pred_sizes()
+        keep = ids != 0
+        scores = dict(zip(ids[keep].tolist(), sizes[keep].astype(np.float64).tolist(), strict=True))
+    th = _check_threshold(threshold)
+    return float(coco_average_precision(tab, scores=scores, thresholds=[th]).ap[0])
 
 
 def _coco_ap(hits: np.ndarray, n_gt: int) -> float:

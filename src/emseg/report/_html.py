@@ -33,13 +33,17 @@ DEFINITIONS: dict[str, str] = {
     "hausdorff": "largest surface distance in nm (mean over matched objects for instances)",
     "hausdorff95": "95th percentile of the pooled surface distances in nm (medpy)",
     "ap50": "TP / (TP + FP + FN) at IoU >= 0.5 (DSB 2018)",
-    "ap75": "TP / (TP + FP + FN) at IoU >= 0.75 (MitoEM)",
-    "map": "mean AP over IoU 0.50:0.95:0.05",
+    "ap75": "TP / (TP + FP + FN) at IoU >= 0.75 (DSB 2018 definition)",
+    "map": "mean DSB AP over IoU 0.50:0.95:0.05 (not COCO: see coco_map)",
     "aji": "aggregated Jaccard index (Kumar et al. 2017)",
     "pq": "panoptic quality = SQ x RQ (Kirillov et al. 2019)",
     "sq": "mean IoU of matches (IoU > 0.5)",
     "rq": "TP / (TP + FP/2 + FN/2)",
     "f1_50": "object F1 at IoU >= 0.5",
+    "coco_map": "COCO mAP@[.50:.95] of scored predictions (101-point interpolation)",
+    "coco_ap50": "COCO AP at IoU 0.5 of scored predictions",
+    "coco_ap75": "COCO AP at IoU 0.75 of scored predictions",
+    "mitoem_ap75": "MitoEM AP-75: COCO AP at IoU 0.75 of 3D objects (ranked by score, else size)",
 }
 
 _MAX_ROWS = 500
