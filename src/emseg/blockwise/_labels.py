@@ -31,6 +31,7 @@ import itertools
 import logging
 import math
 import os
+import threading
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -63,6 +64,36 @@ log = logging.getLogger(__name__)
 
 #: Valid connectivities per number of dimensions, and the most diagonal steps across a face.
 _CONNECTIVITY = {3: {6: 0, 18: 1, 26: 2}, 2: {4: 0, 8: 1}}
+
+
+class _ThreadBuffers:
+    """Arrays that the blocks run by one worker thread reuse.
+
+    A block's uint32 labels and its output chunk are the same size in every
+    block: allocating them anew per block makes the allocator fault in fresh
+    pages (time) and fragment its arenas (resident memory that is never
+    returned). Not pickled: each process makes its own.
+    """
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self._local = threading.local()
+
+    def get(self, name: str, shape: Sequence[int], dtype: Any) -> np.ndarray:
+        """An uninitialised array of `shape` and `dtype`, this thread's own."""
+        dtype = np.dtype(dtype)
+        size = math.prod(shape) * dtype.itemsize
+        cache = self._local.__dict__
+        raw = cache.get(name)
+        if raw is None or raw.size < size:
+            cache.pop(name, None)
+            raw = cache[name] = np.empty(max(size, 1), dtype=np.uint8)
+        return raw[:size].view(dtype).reshape(tuple(shape))
 
 
 def parse_connectivity(connectivity: int | None, ndim: int) -> int:
@@ -128,9 +159,10 @@ class _ComponentsTask:
         self.journal.mark_done("components", block_id, np.int64(n))
 
 
-#: Scratch copies of the block labels are compressed in slabs of at most this many
-#: bytes (Blosc takes buffers below 2 GiB).
-_SLAB_BYTES = 64 * 2**20
+#: Scratch copies of the block labels are compressed in slabs of about this many
+#: bytes: Blosc takes buffers below 2 GiB, and each slab's compressed buffer is
+#: allocated at the slab's full size before it shrinks (memory per worker).
+_SLAB_BYTES = 2**20
 
 
 def _scratch_codec() -> Any:
@@ -143,16 +175,17 @@ def _scratch_codec() -> Any:
 def _save_labels(path: Path, labels: np.ndarray) -> None:
     """Store a block's local labels (compressed) for the last pass.
 
-    Layout: one byte, the dtype's character code; then, per slab of whole
-    planes along axis 0, an 8-byte little-endian length and the Blosc bytes.
+    Layout: the dtype's character code (1 byte), the number of planes along
+    axis 0 per slab (8 bytes, little endian), then per slab its compressed
+    length (8 bytes) and its Blosc bytes.
     """
     codec = _scratch_codec()
     labels = np.ascontiguousarray(labels)
-    plane = max(1, labels[0].nbytes) if labels.shape[0] else 1
-    step = max(1, _SLAB_BYTES // plane)
+    step = max(1, _SLAB_BYTES // max(1, labels[0].nbytes))
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
     with open(tmp, "wb") as f:
         f.write(labels.dtype.char.encode())
+        f.write(step.to_bytes(8, "little"))
         for z in range(0, labels.shape[0], step):
             data = codec.encode(labels[z : z + step])
             f.write(len(data).to_bytes(8, "little"))
@@ -160,19 +193,25 @@ def _save_labels(path: Path, labels: np.ndarray) -> None:
     os.replace(tmp, path)
 
 
-def _load_labels(path: Path, shape: tuple[int, ...]) -> np.ndarray:
-    """The labels stored by :func:`_save_labels` for a block of `shape`."""
+def _load_labels(
+    path: Path, shape: tuple[int, ...], buffers: _ThreadBuffers | None = None
+) -> np.ndarray:
+    """The labels stored by :func:`_save_labels` for a block of `shape`.
+
+    With `buffers`, they are decoded into this thread's reused array.
+    """
     codec = _scratch_codec()
     with open(path, "rb") as f:
         dtype = np.dtype(f.read(1).decode())
-        out = np.empty(shape, dtype=dtype)
-        flat = out.reshape(-1).view(np.uint8)
-        pos = 0
-        while pos < flat.size:
+        if buffers is None:
+            out = np.empty(shape, dtype=dtype)
+        else:
+            out = buffers.get("labels", shape, dtype)
+        step = int.from_bytes(f.read(8), "little")
+        for z in range(0, shape[0], step):
             size = int.from_bytes(f.read(8), "little")
-            chunk = np.frombuffer(codec.decode(f.read(size)), dtype=np.uint8)
-            flat[pos : pos + chunk.size] = chunk
-            pos += chunk.size
+            slab = out[z : z + step].reshape(-1).view(np.uint8)
+            codec.decode(f.read(size), out=slab)  # straight into the block: no copy
     return out
 
 
@@ -350,6 +389,7 @@ class _RelabelTask:
         self.removed = removed
         self.budget = np.uint64(math.prod(blocking.block_shape))
         self.writer = ChunkIO.of(out)
+        self.buffers = _ThreadBuffers()
 
     def final_ids(self, ids: np.ndarray) -> np.ndarray:
         """Consecutive final ids of global ids (> 0)."""
@@ -365,7 +405,9 @@ class _RelabelTask:
 
     def __call__(self, block_id: int) -> None:
         block = self.blocking[block_id]
-        labels = _load_labels(self.faces / f"{block_id}.labels", block.write_roi.shape)
+        labels = _load_labels(
+            self.faces / f"{block_id}.labels", block.write_roi.shape, self.buffers
+        )
         n = int(self.counts[block_id])
         offset = np.uint64(block_id) * self.budget
         lut = np.zeros(n + 1, dtype=np.uint64)
@@ -378,7 +420,7 @@ class _RelabelTask:
             # per block ("clip": unbuffered, the ids are all in range)
             np.take(lut, labels[region], out=buffer, mode="clip")
 
-        _write_by_chunks(self.out, block.write_roi, fill, writer=self.writer)
+        _write_by_chunks(self.out, block.write_roi, fill, writer=self.writer, buffers=self.buffers)
         self.journal.mark_done("relabel", block_id)
 
 
@@ -388,17 +430,21 @@ def _write_by_chunks(
     fill: Callable[[tuple[slice, ...], np.ndarray], None],
     *,
     writer: ChunkIO | None,
+    buffers: _ThreadBuffers | None = None,
 ) -> None:
     """Write `roi` of `out` one write unit (chunk, or shard) at a time from a reused buffer.
 
     ``fill(region, buffer)`` puts the values of `region` (slices relative to
     `roi`) into `buffer` (the unit's shape). Only one unit of output values
     is in memory at a time, and the same buffer serves every unit (no new
-    pages per block). `writer` (``ChunkIO.of(out)``) writes local zarr v3
+    pages per block; with `buffers`, per thread). `writer` (``ChunkIO.of(out)``) writes local zarr v3
     chunks directly; without one, ``out[...] = buffer``.
     """
     unit = tuple(int(c) for c in (getattr(out, "shards", None) or out.chunks))
-    buffer = np.empty(unit, dtype=out.dtype)
+    if buffers is None:
+        buffer = np.empty(unit, dtype=out.dtype)
+    else:
+        buffer = buffers.get("chunk", unit, out.dtype)
     ranges = [range(b, e, u) for b, e, u in zip(roi.begin, roi.end, unit, strict=True)]
     for start in itertools.product(*ranges):
         part = Roi(tuple(start), unit).intersect(roi)
