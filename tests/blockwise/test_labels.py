@@ -253,3 +253,49 @@ def test_touching_pairs_hand_case():
     assert pairs.tolist() == [[1, 5], [1, 6], [3, 6], [2, 7]]
     assert _unique_pairs(pairs).tolist() == [[1, 5], [1, 6], [2, 7], [3, 6]]
     assert _touching(np.zeros_like(b), b).shape == (0, 2)
+
+
+@pytest.mark.parametrize(
+    ("roi", "block", "n_workers"),
+    [
+        ((slice(4, 16), slice(8, 20), slice(0, 17)), (4, 4, 8), 2),  # chunk-aligned box
+        ((slice(3, 14), slice(5, 19), slice(2, 15)), (4, 5, 6), 1),  # unaligned: serial
+    ],
+)
+def test_label_roi_equals_cc3d_of_the_crop(tmp_path, roi, block, n_workers, assert_same_labels):
+    img = np.zeros((16, 20, 17), np.uint8)  # objects crossing the box's faces
+    img[:13, :16, :] = VOLUMES["comb"]
+    img[:, 8:20, :16] |= VOLUMES["shells"][:16, :12, :16]
+    out = label(
+        img,
+        out=tmp_path / "roi.zarr",
+        roi=roi,
+        connectivity=26,
+        block_shape=block,
+        chunks=4,
+        n_workers=n_workers,
+        progress=False,
+    )[:]
+    assert_same_labels(out[roi], reference(img[roi], 26))
+    outside = np.ones(img.shape, bool)
+    outside[roi] = False
+    assert not out[outside].any()
+
+
+def test_relabel_roi_writes_only_the_box():
+    labels = (np.arange(8 * 9 * 10).reshape(8, 9, 10) % 7).astype(np.uint32)
+    roi = (slice(2, 6), slice(0, 9), slice(4, 8))
+    out = relabel(labels, {3: 30}, roi=roi, block_shape=4, chunks=2, progress=False)[:]
+    expected = np.zeros(labels.shape, np.uint64)
+    box = labels[roi].astype(np.uint64)
+    box[box == 3] = 30
+    expected[roi] = box
+    np.testing.assert_array_equal(out, expected)
+
+
+def test_resume_refuses_another_roi(tmp_path):
+    img = VOLUMES["random"]
+    kw = {"out": tmp_path / "l.zarr", "block_shape": 4, "chunks": 4, "progress": False}
+    label(img, roi=(slice(0, 8), slice(0, 8), slice(0, 8)), **kw)
+    with pytest.raises(EmsegValueError, match="roi"):
+        label(img, roi=(slice(0, 12), slice(0, 8), slice(0, 8)), resume=True, **kw)
