@@ -281,3 +281,14 @@ def test_agglomerate_preset_equals_the_block_function_in_memory(tmp_path, blob_d
     labels = open_image(result.labels)[:]
     assert 1 < result.n_objects == len(np.unique(expected))
     _same_partition(labels, expected)
+
+
+def test_a_multichannel_image_is_refused(tmp_path, blob_data, forest_model_file):
+    from emseg.io import write_image
+
+    image, _ = blob_data
+    preset = make_preset(tmp_path / "p", forest_model_file)
+    write_image(np.stack([image[0], image[1]]), tmp_path / "c.ome.zarr", spacing=SPACING[1:],
+                axes="cyx")  # fmt: skip
+    with pytest.raises(EmsegValueError, match="grey-level"):
+        segment(open_image(tmp_path / "c.ome.zarr"), preset, tmp_path / "out")

@@ -79,6 +79,7 @@ class _Spaced:
         self.shape = tuple(int(s) for s in array.shape)
         self.dtype = np.dtype(array.dtype)
         self.spacing = spacing
+        self.axes = str(getattr(array, "axes", "zyx"[-len(self.shape) :]))
         if hasattr(array, "chunks"):
             self.chunks = tuple(array.chunks)
 
@@ -113,7 +114,13 @@ def _open_input(image: Any, spacing: Any) -> Any:
     from emseg.io import open_image
 
     if isinstance(image, str | os.PathLike):
-        return open_image(image, spacing=spacing)
+        image = open_image(image, spacing=spacing)
+        spacing = image.spacing
+    if "c" in str(getattr(image, "axes", "")):
+        raise EmsegValueError(
+            f"`image` must be a grey-level (Z, Y, X) or (Y, X) image; got axes "
+            f"{image.axes!r}, shape {tuple(image.shape)}. Pick one channel first."
+        )
     if not (hasattr(image, "shape") and hasattr(image, "dtype") and hasattr(image, "__getitem__")):
         raise EmsegValueError(
             f"`image` must be a path or an array (numpy, zarr, LazyImage); got {type(image)!r}."
@@ -273,7 +280,7 @@ def agglomerate_block(
         return instance.agglomerate(frags, boundary, threshold=threshold)
     clf = _EDGE_CLASSIFIERS.get(edge_classifier)
     if clf is None:
-        clf = instance.load_edge_classifier(edge_classifier)  # type: ignore[attr-defined]
+        clf = instance.load_edge_classifier(edge_classifier)
         _EDGE_CLASSIFIERS[edge_classifier] = clf
     rag = instance.region_adjacency_graph(frags, boundary)
     p = clf.merge_probability(rag)
@@ -446,16 +453,18 @@ def segment(
 
     p = load_preset(preset)
     img = _open_input(image, spacing)
-    if len(img.shape) not in (2, 3) or getattr(img, "axes", "zyx")[0] == "c":
+    if len(img.shape) not in (2, 3):
         raise EmsegValueError(
-            f"`image` must be a grey-level (Z, Y, X) or (Y, X) image; got shape {img.shape}"
-            f"{' with channels' if getattr(img, 'axes', '').startswith('c') else ''}."
+            f"`image` must be a grey-level (Z, Y, X) or (Y, X) image; got shape {img.shape}."
         )
     sp = tuple(float(s) for s in img.spacing)
     check_preset_spacing(p, sp, rescale=rescale)
     channel = _channel_index(p, _channel_names(p))  # also: the model is installed
     out = Path(out)
-    source = str(image) if isinstance(image, str | os.PathLike) else type(image).__name__
+    if isinstance(image, str | os.PathLike):
+        source = str(image)
+    else:
+        source = str(getattr(image, "source", "") or type(image).__name__)
     state: dict[str, Any] = {
         "format": "emseg.segment",
         "preset": p.name,
