@@ -21,6 +21,9 @@ from collections.abc import Sequence
 import numba
 import numpy as np
 
+#: Input dtypes whose every value converts to float32 exactly (no rounding by astype).
+_EXACT_IN_FLOAT32 = tuple(np.dtype(t) for t in ("uint8", "int8", "uint16", "int16", "float32"))
+
 
 def gaussian_kernel(sigma: float, radius: int) -> np.ndarray:
     """Half of scipy's normalised Gaussian kernel: ``w[k]`` for distance ``k = 0..radius``.
@@ -138,7 +141,13 @@ def gaussian_crop(
         Equal to ``scipy.ndimage.gaussian_filter(data.astype(np.float32),
         sigma, truncate=truncate, mode="reflect", output=np.float32)[crop]``.
     """
-    cur = np.ascontiguousarray(data, dtype=np.float32)
+    data = np.asarray(data)
+    if data.dtype in _EXACT_IN_FLOAT32:
+        # every value is a float32 already: the first pass reads the input as it is
+        # (the same float64 values as after astype(float32)), saving a full-size copy
+        cur = np.ascontiguousarray(data)
+    else:
+        cur = np.ascontiguousarray(data, dtype=np.float32)
     ndim = cur.ndim
     if crop is None:
         crop = tuple(slice(0, s) for s in cur.shape)
@@ -164,4 +173,4 @@ def gaussian_crop(
             out = np.empty((a, hi - lo, b), np.float32)
             _correlate_middle(view, w, lo, hi, out)
             cur = out.reshape((*shape[:axis], hi - lo, *shape[axis + 1 :]))
-    return cur
+    return cur if cur.dtype == np.float32 else cur.astype(np.float32)
