@@ -2,7 +2,8 @@
 
 :func:`train_forest` fits scikit-learn forests on an ilastik-like filter bank
 (:mod:`emseg.features`, scales in nm); the fitted trees are copied to plain
-arrays (:class:`PackedForest`) that a numba kernel evaluates and that
+arrays (:class:`PackedForest`) that scikit-learn's compiled traversal (on
+trees rebuilt from the validated arrays) or a numba kernel evaluates and that
 :func:`save_model` stores in a safetensors file with JSON metadata (no pickle:
 :func:`load_model` never runs code from the file). :func:`predict_blockwise`
 writes per-class probabilities of a volume of any size to OME-Zarr.
