@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from scipy import ndimage
 
 from emseg.errors import EmsegTypeError, EmsegValueError
-from emseg.metrics import simple_point_lut, warping_error
+from emseg.metrics import is_simple_3d, simple_point_lut, warping_error
 
 S4 = ndimage.generate_binary_structure(2, 1)
 S8 = ndimage.generate_binary_structure(2, 2)
@@ -158,3 +158,121 @@ def test_validation():
         warping_error(np.zeros(4), np.zeros(4))
     with pytest.raises(EmsegTypeError, match="prediction"):
         warping_error(t, np.zeros((4, 4), complex))
+
+
+# --- 3D: simple points of Bertrand & Malandain, mode="3d" ----------------------------------
+
+
+def _t_reference(patch: np.ndarray, value: int, six: bool) -> int:
+    """Topological number via scipy: components of the `value` cells of N18* (six) or N26*."""
+    from scipy import ndimage
+
+    zz, yy, xx = np.indices((3, 3, 3))
+    far = (zz != 1).astype(int) + (yy != 1) + (xx != 1)
+    cells = (patch == value) & (far > 0)
+    if six:
+        cells &= far < 3
+    lab, _ = ndimage.label(cells, structure=ndimage.generate_binary_structure(3, 1 if six else 3))
+    if six:
+        return len({int(v) for v in lab[far == 1] if v})
+    return len({int(v) for v in lab[far > 0] if v})
+
+
+def _patches(rng, n):
+    for _ in range(n):
+        yield (rng.random((3, 3, 3)) < rng.uniform(0.2, 0.8)).astype(np.uint8)
+
+
+def test_simple_3d_equals_scipy_topological_numbers(rng):
+    for patch in _patches(rng, 400):
+        for conn in (6, 26):
+            six = conn == 6
+            ref = _t_reference(patch, 1, six) == 1 and _t_reference(patch, 0, not six) == 1
+            assert is_simple_3d(patch, foreground_connectivity=conn) == ref
+
+
+def test_simple_3d_flip_keeps_components_cavities_and_euler(rng):
+    """Flipping a simple point changes no invariant of the patch image (components,
+    cavities, Euler number, hence tunnels). The converse does not hold in general (a point
+    may close one tunnel while opening another), but a change always means not simple."""
+    from scipy import ndimage
+    from skimage.measure import euler_number
+
+    s6 = ndimage.generate_binary_structure(3, 1)
+    s26 = ndimage.generate_binary_structure(3, 3)
+
+    def invariants(img):
+        padded = np.pad(img, 1)
+        return (ndimage.label(padded, s6)[1], ndimage.label(padded == 0, s26)[1],
+                euler_number(padded, connectivity=1))  # fmt: skip
+
+    n_simple = n_changed = 0
+    for patch in _patches(rng, 300):
+        on, off = patch.copy(), patch.copy()
+        on[1, 1, 1], off[1, 1, 1] = 1, 0
+        same = invariants(on) == invariants(off)
+        simple = is_simple_3d(patch)
+        n_simple += simple
+        if simple:
+            assert same
+        n_changed += not same
+    assert n_simple > 20  # both kinds were tested
+    assert n_changed > 20
+
+
+def _cube():
+    t = np.zeros((9, 9, 9), np.uint8)
+    t[2:7, 2:7, 2:7] = 1
+    return t
+
+
+def test_3d_simple_differences_are_not_errors():
+    t = _cube()
+    p = t.copy()
+    p[2, 2, 2] = 0  # a corner voxel removed
+    p[4, 4, 7] = 1  # a bump added on a face
+    r = warping_error(t, p, mode="3d")
+    assert (r.n_pixel_errors, r.n_topological_errors) == (2, 0)
+    r = warping_error(t, np.roll(t, 1, axis=0), mode="3d")  # shifted by one section
+    assert r.n_pixel_errors == 50
+    assert r.n_topological_errors == 0
+
+
+def test_3d_split_merge_cavity_tunnel_object():
+    t = _cube()
+    p = t.copy()
+    p[4] = 0  # a plane cuts the cube in two: one voxel must stay -> one split
+    r = warping_error(t, p, mode="3d")
+    assert (r.n_pixel_errors, r.n_topological_errors, r.splits) == (25, 1, 1)
+    # per section the same cut is a whole 2D object deleted from section 4
+    rs = warping_error(t, p)
+    assert (rs.n_topological_errors, rs.object_deletions, rs.splits) == (1, 1, 0)
+    r = warping_error(p, t, mode="3d")  # the prediction misses the plane between two cells
+    assert r.merges == 1
+    assert r.n_topological_errors == 25  # no plane voxel can be added without merging
+    p = t.copy()
+    p[4, 4, 4] = 0  # a cavity inside: not simple in 3D (a new background component)
+    r = warping_error(t, p, mode="3d")
+    assert (r.n_topological_errors, r.hole_additions) == (1, 1)
+    p = t.copy()
+    p[2:7, 4, 4] = 0  # a tunnel through the cube along z: one voxel must stay
+    r = warping_error(t, p, mode="3d")
+    assert (r.n_pixel_errors, r.n_topological_errors) == (5, 1)
+    # one error cluster; its kind comes from the local box (where the last voxel separates
+    # the two ends of the tunnel), not from the global tunnel
+    kinds = ("splits", "merges", "object_additions", "object_deletions", "hole_additions",
+             "hole_deletions", "other")  # fmt: skip
+    assert sum(getattr(r, k) for k in kinds) == 1
+    r = warping_error(t, np.zeros_like(t), mode="3d")
+    assert (r.n_topological_errors, r.object_deletions) == (1, 1)
+
+
+def test_3d_mode_validation():
+    with pytest.raises(EmsegValueError, match="mode"):
+        warping_error(_cube(), _cube(), mode="volume")
+    with pytest.raises(EmsegValueError, match="Z, Y, X"):
+        warping_error(_cube()[0], _cube()[0], mode="3d")
+    with pytest.raises(EmsegValueError, match="6 or 26"):
+        warping_error(_cube(), _cube(), mode="3d", foreground_connectivity=4)
+    with pytest.raises(EmsegValueError, match="shape"):
+        is_simple_3d(np.zeros((3, 3)))

@@ -59,7 +59,7 @@ from emseg.metrics._voi import (
     isbi_information_scores,
     voi,
 )
-from emseg.metrics._warping import WarpingError, simple_point_lut, warping_error
+from emseg.metrics._warping import WarpingError, is_simple_3d, simple_point_lut, warping_error
 
 __all__ = [
     "CONVENTIONS",
@@ -92,6 +92,7 @@ __all__ = [
     "hausdorff_distance",
     "hausdorff_per_object",
     "instance_metrics",
+    "is_simple_3d",
     "isbi2012_scores",
     "isbi_information_scores",
     "jaccard_curve",
