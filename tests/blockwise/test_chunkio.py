@@ -145,3 +145,24 @@ def test_write_block_casts_and_falls_back_when_unaligned(tmp_path):
     expected[1:4, 1:4] = 5
     expected[4:, 4:] = 9
     np.testing.assert_array_equal(arr[:], expected)
+
+
+def test_read_only_arrays_are_not_written_directly(tmp_path):
+    zarr.create_array(store=str(tmp_path / "a.zarr"), shape=(8, 8), dtype="u1", chunks=(4, 4))
+    arr = zarr.open_array(str(tmp_path / "a.zarr"), mode="r")
+    io = ChunkIO.of(arr)
+    assert io is not None
+    assert io.read_only
+    with pytest.raises(PermissionError, match="read-only"):
+        io.write((slice(0, 4), slice(0, 4)), np.ones((4, 4), np.uint8))
+    with pytest.raises(ValueError, match="read-only mode"):  # zarr's own refusal
+        write_block(arr, Roi((0, 0), (4, 4)), np.ones((4, 4), np.uint8))
+    assert not (tmp_path / "a.zarr" / "c").exists()
+
+
+def test_relative_store_paths_are_made_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    arr = zarr.create_array(store="rel.zarr", shape=(8, 8), dtype="u1", chunks=(4, 4))
+    io = ChunkIO.of(arr)
+    assert io is not None
+    assert io.root == str(tmp_path / "rel.zarr")

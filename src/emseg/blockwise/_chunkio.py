@@ -130,7 +130,8 @@ class ChunkIO:
                     return None
             elif len(codecs) > 2:
                 return None
-            root = os.path.join(str(store.root), array.store_path.path)
+            # absolute: a distributed worker may run in another working directory
+            root = os.path.abspath(os.path.join(str(store.root), array.store_path.path))
             return cls(
                 root=root,
                 shape=tuple(int(s) for s in array.shape),
@@ -201,6 +202,8 @@ class ChunkIO:
         a chunk equal to the fill value is not stored (an existing one is
         deleted) unless the array writes empty chunks.
         """
+        if self.read_only:
+            raise PermissionError(f"the zarr array at {self.root!r} was opened read-only")
         slices = [slice(*sl.indices(n)[:2]) for sl, n in zip(slices, self.shape, strict=True)]
         if not self.aligned(slices):
             raise ValueError(f"region {slices} is not aligned to chunks {self.chunks}")

@@ -62,7 +62,7 @@ def write_block(out: Any, roi: Roi, data: np.ndarray, *, writer: ChunkIO | None 
         data = data.astype(out.dtype)
     if writer is None:
         writer = ChunkIO.of(out)
-    if writer is not None and writer.aligned(slices):
+    if writer is not None and not writer.read_only and writer.aligned(slices):
         writer.write(slices, data)
     else:
         out[slices] = data
