@@ -164,3 +164,13 @@ def test_huge_marker_ids_and_signed_values(rng, dtype):
     assert np.array_equal(got == 2**50, ref == 1)
     if dtype == np.float64:
         assert np.array_equal(ref, watershed(img, small, connectivity=1))
+
+
+def test_distance_watershed_all_foreground_is_one_object() -> None:
+    # no background voxel: edt's distances would be infinite without a border
+    from emseg.instance import distance_watershed
+
+    block = np.ones((6, 20, 20), dtype=bool)
+    labels = distance_watershed(block, spacing=(40.0, 4.0, 4.0), min_seed_distance_nm=200.0)
+    assert labels.dtype.kind == "u"
+    assert np.unique(labels).tolist() == [1]

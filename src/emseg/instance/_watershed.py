@@ -295,7 +295,12 @@ def distance_watershed(
         img = check_map(img, name="image")
         fg = img > check_threshold(threshold, name="threshold")
     sp = parse_spacing(spacing, fg.ndim)
-    dt = edt.edt(np.ascontiguousarray(fg, dtype=np.uint8), anisotropy=sp).astype(np.float32)
+    # With no background voxel at all, edt's distances are all infinite: measure
+    # them to the array's border instead (one object, seeded at its centre).
+    black_border = bool(fg.size) and bool(fg.all())
+    dt = edt.edt(
+        np.ascontiguousarray(fg, dtype=np.uint8), anisotropy=sp, black_border=black_border
+    ).astype(np.float32)
     source = dt if seeds == "distance" or img.dtype == np.bool_ else img
     markers = find_seeds(
         source,
