@@ -61,6 +61,21 @@ def test_folded_network_equals_original(tiny_config, rng, network):
     assert all(p.is_contiguous() for p in net.parameters())
 
 
+def test_in_place_activations_never_touch_the_input(rng):
+    net = torch.nn.Sequential(
+        torch.nn.LeakyReLU(0.1), torch.nn.Conv2d(1, 2, 3), torch.nn.LeakyReLU(0.1)
+    ).eval()
+    fast, _ = inference_network(net)
+    assert not fast[0].inplace
+    assert fast[2].inplace
+    x = torch.from_numpy(rng.normal(size=(1, 1, 8, 8)).astype(np.float32))
+    x0 = x.clone()
+    with torch.inference_mode():
+        got = fast(x)
+        assert torch.equal(x, x0)
+        np.testing.assert_allclose(got.numpy(), net(x).numpy(), rtol=1e-6, atol=1e-6)
+
+
 def test_bf16_weights_and_accuracy(tiny_config, rng):
     model = _model(tiny_config, network=NET_3D, data=DATA_3D)
     p32 = Predictor(model, precision="fp32")

@@ -84,7 +84,7 @@ def inference_network(
     The copy is in eval mode; every batch norm that follows a convolution is
     folded into that convolution's weights and bias (exact up to float
     rounding: ``W' = W g / sqrt(v + eps)``, ``b' = (b - m) g / sqrt(v + eps) + beta``);
-    activations run in place; with `channels_last` the weights are
+    activations that follow a convolution run in place; with `channels_last` the weights are
     channels-last (oneDNN's fast layout). With ``precision="bf16"`` the
     weights are bfloat16 when no normalisation layer is left (instance and
     group norms depend on the input and are not folded; such networks run
@@ -102,6 +102,7 @@ def inference_network(
     net = copy.deepcopy(network).eval()
     convs = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
     bns = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+    norms = (nn.modules.batchnorm._NormBase, nn.GroupNorm)
     for seq in [m for m in net.modules() if isinstance(m, nn.Sequential)]:
         layers = list(seq)
         kept: list[nn.Module] = []
@@ -118,26 +119,27 @@ def inference_network(
                 kept.append(fuse_conv_bn_eval(layer, nxt))
                 i += 2
                 continue
-            if isinstance(layer, nn.LeakyReLU):
+            # in place only on a tensor this sequence made (never on its input)
+            fresh = bool(kept) and isinstance(kept[-1], convs + norms)
+            if fresh and isinstance(layer, nn.LeakyReLU):
                 layer = nn.LeakyReLU(layer.negative_slope, inplace=True)
-            elif isinstance(layer, nn.ReLU):
+            elif fresh and isinstance(layer, nn.ReLU):
                 layer = nn.ReLU(inplace=True)
             kept.append(layer)
             i += 1
         seq._modules.clear()
         for k, layer in enumerate(kept):
             seq.add_module(str(k), layer)
-    norms_left = any(
-        isinstance(m, nn.modules.batchnorm._NormBase | nn.GroupNorm) for m in net.modules()
-    )
+    norms_left = any(isinstance(m, norms) for m in net.modules())
     dtype = torch.float32
     if precision == "bf16" and not norms_left:
         net = net.to(torch.bfloat16)
         dtype = torch.bfloat16
     if channels_last:
-        ndim = getattr(network, "ndim", 3)
+        ndim = next((m.weight.ndim - 2 for m in net.modules() if isinstance(m, convs)), 0)
         fmt = torch.channels_last_3d if ndim == 3 else torch.channels_last
-        net = net.to(memory_format=fmt)  # type: ignore[call-overload]
+        if ndim in (2, 3):
+            net = net.to(memory_format=fmt)  # type: ignore[call-overload]
     for prm in net.parameters():
         prm.requires_grad_(False)
     return net, dtype
