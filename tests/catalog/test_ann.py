@@ -128,6 +128,13 @@ def test_ann_with_where_filters(ann_cat):
         ref_ids, _ = brute(emb, emb[q - 1], exclude=q, allowed=vesicles)
         hits += len(set(got["id"]) & set(ref_ids))
     assert hits / 100 >= 0.95
+    assert cat.count("class = vesicle") == len(vesicles)
+    # over-fetching and filtering in SQL gives the answer of a search restricted to the ids
+    ann = cat.ann_index()
+    for q in (11, 12, 13):
+        got = like(cat, q, top=10, where="class = vesicle")
+        ref = ann.search(emb[q - 1], 11, allowed=vesicles)
+        assert list(got["id"]) == [i for i in ref.ids.tolist() if i != q][:10]
     # a selective filter (about 40 objects) scans every cell: exactly the brute-force answer
     cut = float(np.sort(table["volume_nm3"])[-40])
     few = table.index[table["volume_nm3"] >= cut].to_numpy() + 1
@@ -288,3 +295,34 @@ def test_read_only_catalog_builds_in_memory(tmp_path, rng, caplog):
         assert "read-only" in caplog.text
         assert cat.ann_index().origin == "built"
     assert not path.with_name(path.name + ".ann").exists()
+
+
+def test_filter_far_from_the_query_falls_back_to_restricted_search(tmp_path, rng, monkeypatch):
+    from emseg.catalog._ann import AnnIndex
+
+    calls = []
+    search = AnnIndex.search
+
+    def spy(self, vector, k, *, allowed=None, fraction=None):
+        calls.append("restricted" if allowed is not None else "over-fetch")
+        return search(self, vector, k, allowed=allowed, fraction=fraction)
+
+    monkeypatch.setattr(AnnIndex, "search", spy)
+    t, e = _small(rng, 3000)
+    big = t["volume_nm3"].to_numpy() >= np.quantile(t["volume_nm3"], 0.9)  # 10 % of the objects
+    e[big, 0] += 25.0  # the filtered objects are far from every small one
+    with open_catalog(tmp_path / "far.sqlite") as cat:
+        cat.add_dataset("only", t, embeddings=e)
+        cat.ann_min_objects = 1000
+        q = int(np.flatnonzero(~big)[0]) + 1
+        cut = float(np.quantile(t["volume_nm3"], 0.9))
+        got = like(cat, q, top=10, where=f"volume_nm3 >= {cut!r}")
+        assert got.attrs["search"] == "ann"
+        assert len(got) == 10
+        assert (got["volume_nm3"] >= cut).all()
+        ref_ids, _ = brute(e, e[q - 1], exclude=q, allowed=np.flatnonzero(big) + 1)
+        assert len(set(got["id"]) & set(ref_ids)) >= 9
+        assert calls == ["over-fetch", "restricted"]  # too few passed the filter: fell back
+        calls.clear()
+        like(cat, q, top=10, where=f"volume_nm3 < {cut!r}")  # near ones pass: no fallback
+        assert calls == ["over-fetch"]

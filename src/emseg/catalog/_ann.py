@@ -19,9 +19,12 @@ The index
     (0.97, so the recall on other queries stays above 0.95). Descriptors with
     few effective dimensions need few cells; 26 independent Gaussian numbers
     (the benchmark's worst case) need about 1/8 of them at 10^6 objects.
-    With a ``where`` filter that keeps a fraction ``f`` of the objects,
-    ``nprobe / f`` cells are scanned (capped at ``nlist``, where the search
-    is exact) and only the kept ids are ranked (``faiss.IDSelectorBatch``).
+    With a ``where`` filter that keeps a fraction ``f`` of the objects
+    (counted in SQL), ``nprobe / f`` cells are scanned (capped at ``nlist``,
+    where the search is exact). For ``f >= 0.05`` the ``2 k / f + 10``
+    nearest are fetched and filtered in SQL (only those ids are looked up);
+    if fewer than ``k`` pass, or for smaller ``f``, only the kept ids are
+    ranked (``faiss.IDSelectorBatch``). Both give the same answer.
 Built lazily, invalidated by any change
     The first image query on a large catalog builds the index (one read of
     every descriptor, inside one read snapshot) and stores it: next to a
@@ -146,11 +149,20 @@ class AnnIndex:
     def fingerprint(self) -> Fingerprint:
         return Fingerprint(self.info.generation, self.info.max_id)
 
-    def search(self, vector: np.ndarray, k: int, *, allowed: np.ndarray | None = None) -> AnnHits:
+    def search(
+        self,
+        vector: np.ndarray,
+        k: int,
+        *,
+        allowed: np.ndarray | None = None,
+        fraction: float | None = None,
+    ) -> AnnHits:
         """The `k` nearest stored descriptors to raw descriptor `vector` ((D,) array).
 
         `allowed` (int64 ids) restricts the answer; fewer than `k` hits come
-        back only when fewer objects are allowed.
+        back only when fewer objects are allowed. `fraction` (without
+        `allowed`) scans the cells a filter keeping that fraction would scan
+        (``nprobe / fraction``), for callers that filter the hits themselves.
         """
         import faiss
 
@@ -163,6 +175,8 @@ class AnnIndex:
         q = ((vector - self.mean) / self.std).astype(np.float32)[None, :]
         nprobe = self.info.nprobe
         sel = None
+        if fraction is not None and allowed is None:
+            nprobe = math.ceil(nprobe / min(max(fraction, 1e-9), 1.0))
         if allowed is not None:
             allowed = np.unique(np.asarray(allowed, np.int64))
             if len(allowed) == 0:

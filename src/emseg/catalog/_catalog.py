@@ -352,6 +352,17 @@ class Catalog:
         cur.execute(sql, params)
         return self._frame(cur.fetchall())
 
+    def count(self, expr: str | Node = "") -> int:
+        """Number of objects matching `expr` (counted in SQL; no rows are read)."""
+        node = parse_query(expr) if isinstance(expr, str) else expr
+        where, params = to_sql(node, self.ph)
+        cur = self.conn.cursor()
+        cur.execute(
+            f"SELECT COUNT(*) FROM objects o JOIN datasets d ON d.id = o.dataset_id WHERE {where}",
+            params,
+        )
+        return int(cur.fetchone()[0])
+
     def ids(self, expr: str | Node = "", *, among: Iterable[int] | None = None) -> np.ndarray:
         """Ids (int64, sorted) of the objects matching `expr` (text or a parsed query).
 

@@ -22,11 +22,13 @@ calibrated to 0.97). See ``docs/catalog.md`` for measured latency and recall.
 from __future__ import annotations
 
 import heapq
+import math
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scipy import ndimage as ndi
 
+from emseg.catalog._ann import AnnHits
 from emseg.errors import EmsegValueError
 
 if TYPE_CHECKING:
@@ -208,12 +210,12 @@ def like(
         exclude = int(example)
     else:
         vec = np.asarray(example, np.float64).ravel()
-    allowed = catalog.ids(where) if where else None
     if exact or len(catalog) < catalog.ann_min_objects:
+        allowed = catalog.ids(where) if where else None
         best = _exact(catalog, vec, top=int(top), exclude=exclude, allowed=allowed)
         method = "exact"
     else:
-        hits = catalog.ann_index().search(vec, int(top) + (exclude is not None), allowed=allowed)
+        hits = _ann_hits(catalog, vec, int(top) + (exclude is not None), where)
         best = [
             (float(d), int(o))
             for d, o in zip(hits.distances, hits.ids, strict=True)
@@ -226,6 +228,27 @@ def like(
     df = df.sort_values(["distance", "id"]).reset_index(drop=True)
     df.attrs["search"] = method
     return df
+
+
+#: Filters keeping at least this fraction of the objects are applied to over-fetched ANN hits.
+OVERFETCH_MIN_FRACTION = 0.05
+
+
+def _ann_hits(catalog: Catalog, vec: np.ndarray, want: int, where: str) -> AnnHits:
+    """`want` nearest objects matching `where` from the catalog's ANN index."""
+    ann = catalog.ann_index()
+    if not where:
+        return ann.search(vec, want)
+    frac = min(catalog.count(where) / max(ann.info.n_vectors, 1), 1.0)
+    if frac >= OVERFETCH_MIN_FRACTION:
+        # the nearest 2 want / f among the cells a filtered search would scan, filtered in SQL:
+        # the first `want` that pass are the filtered search's answer (no need to read every id)
+        kk = min(ann.info.n_vectors, math.ceil(2 * want / frac) + 10)
+        cand = ann.search(vec, kk, fraction=frac)
+        keep = np.isin(cand.ids, catalog.ids(where, among=cand.ids.tolist()))
+        if keep.sum() >= want:
+            return AnnHits(cand.ids[keep][:want], cand.distances[keep][:want])
+    return ann.search(vec, want, allowed=catalog.ids(where))
 
 
 def _exact(
