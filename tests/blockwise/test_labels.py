@@ -206,7 +206,7 @@ def test_bool_input_where_cc3d_binary_path_fails(connectivity, assert_same_label
     rng = np.random.default_rng(1)
     shape = (29, 33) if connectivity == 8 else (9, 29, 33)
     img = rng.random(shape) > 0.5
-    block = 4 if connectivity == 8 else 3
+    block = 4 if connectivity == 8 else (3, 8, 8)
     out = label(img, connectivity=connectivity, block_shape=block, chunks=block, progress=False)
     assert_same_labels(out[:], reference(img, connectivity))
 

@@ -121,12 +121,16 @@ def foreground(data: np.ndarray, threshold: float | None) -> np.ndarray:
 
 
 def _block_components(
-    image: Any, block: Block, threshold: float | None, connectivity: int
+    image: Any,
+    block: Block,
+    threshold: float | None,
+    connectivity: int,
+    reader: ChunkIO | None = None,
 ) -> tuple[np.ndarray, int]:
     """cc3d of the block's foreground: local ids 1..n in raster order of first voxels."""
     import cc3d
 
-    fg = foreground(read_block(image, block.write_roi), threshold)
+    fg = foreground(read_block(image, block.write_roi, reader=reader), threshold)
     # The mask is passed as uint8 (a view, no copy), never as bool: cc3d 4.1's
     # binary path (bool input or binary_image=True) mislabels background in 2D
     # with 8-connectivity and can fail in 3D with 26 (tested in test_labels.py).
@@ -137,7 +141,7 @@ def _block_components(
 
 
 class _ComponentsTask:
-    """Pass 1: count a block's components and keep its boundary planes (local ids)."""
+    """Pass 1: count a block's components; keep its boundary planes and labels (local ids)."""
 
     def __init__(
         self,
@@ -154,10 +158,13 @@ class _ComponentsTask:
         self.journal = journal
         self.threshold = threshold
         self.connectivity = connectivity
+        self.reader = ChunkIO.of(image)  # None: read through zarr / numpy
 
     def __call__(self, block_id: int) -> None:
         block = self.blocking[block_id]
-        labels, n = _block_components(self.image, block, self.threshold, self.connectivity)
+        labels, n = _block_components(
+            self.image, block, self.threshold, self.connectivity, self.reader
+        )
         _save_planes(self.faces / f"{block_id}.planes", labels, _plane_dtype(self.blocking))
         _save_labels(self.faces / f"{block_id}.labels", labels)
         self.journal.mark_done("components", block_id, np.int64(n))
