@@ -18,7 +18,7 @@ The index
     ``nprobe`` whose recall@10 (self excluded) reaches :data:`TARGET_RECALL`
     (0.97, so the recall on other queries stays above 0.95). Descriptors with
     few effective dimensions need few cells; 26 independent Gaussian numbers
-    (the benchmark's worst case) need about 1/8 of them at 10^6 objects.
+    (the benchmark's worst case) needed 162 of 1000 at 10^6 objects (recall@10 0.975).
     With a ``where`` filter that keeps a fraction ``f`` of the objects
     (counted in SQL), ``nprobe / f`` cells are scanned (capped at ``nlist``,
     where the search is exact). For ``f >= 0.05`` the ``2 k / f + 10``
