@@ -13,7 +13,7 @@ DESCRIPTION = """\
 Evaluate a segmentation PRED against the ground truth TRUTH (any format emseg
 reads; volumes of any size: the tables are summed exactly block by block).
 
---json writes one object whose keys are the metric names (accuracy ... f1_50,
+--json writes one object whose keys are the metric names (accuracy ... mitoem_ap75,
 each a number or null) plus "conventions" (the variant of every metric) and
 "notes" (why a value is null, how a geometric score was computed); see
 docs/metrics.md. --report writes a self-contained HTML page (and the

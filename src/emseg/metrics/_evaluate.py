@@ -269,6 +269,7 @@ def evaluate_tables(
     confusion: ConfusionMatrix | None = None,
     histogram: ProbabilityHistogram | None = None,
     geometric: Mapping[str, float] | None = None,
+    scores: Mapping[int, float] | ArrayLike | None = None,
 ) -> dict[str, Any]:
     """All scores computable from the given (possibly block-merged) tables.
 
@@ -285,6 +286,9 @@ def evaluate_tables(
         from tables): fills ``warping_error, hausdorff, hausdorff95`` and,
         when present, replaces the table's ``isbi_vrand`` / ``isbi_vinfo``
         with the ISBI 2012 threshold-sweep scores.
+    scores : mapping of label to float, or 1D array indexed by label, optional
+        Confidence of every predicted object: gives ``coco_map``,
+        ``coco_ap50``, ``coco_ap75`` (None without it).
 
     Returns
     -------
@@ -305,7 +309,9 @@ def evaluate_tables(
         out["pixel_error"] = pixel_error(histogram).pixel_error
     if overlap is not None:
         out.update(neuron_metrics(overlap))
-        out.update(instance_metrics(overlap))
+        out.update(instance_metrics(overlap, scores=scores))
+        if scores is None:
+            out.update(dict.fromkeys(("coco_map", "coco_ap50", "coco_ap75")))
     if geometric is not None:
         allowed = {*GEOMETRIC_KEYS, "isbi_vrand", "isbi_vinfo"}
         unknown = set(geometric) - allowed
