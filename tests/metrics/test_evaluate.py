@@ -44,6 +44,10 @@ SCHEMA = [
     "sq",
     "rq",
     "f1_50",
+    "coco_map",
+    "coco_ap50",
+    "coco_ap75",
+    "mitoem_ap75",
 ]
 
 
@@ -60,7 +64,15 @@ def test_evaluate_tables_keys_and_values(rng):
     assert set(out) == {*SCHEMA, "conventions"}
     assert out["conventions"] == CONVENTIONS
     for k, v in {**neuron_metrics(t, p), **instance_metrics(t, p)}.items():
+        if k.startswith("coco_"):
+            assert out[k] is None, k  # no scores given
+            continue
         assert out[k] == pytest.approx(v, nan_ok=True), k
+    scored = evaluate_tables(overlap=tab, scores={1: 0.9, 2: 0.1, 3: 0.5, 4: 0.7})
+    ref = instance_metrics(t, p, scores={1: 0.9, 2: 0.1, 3: 0.5, 4: 0.7})
+    for k in ("coco_map", "coco_ap50", "coco_ap75", "mitoem_ap75"):
+        assert scored[k] == pytest.approx(ref[k], nan_ok=True), k
+    assert not np.isnan(scored["coco_map"])
     sem = semantic_metrics(t, p, probabilities=prob)
     for k, v in sem.items():
         assert out[k] == pytest.approx(v, nan_ok=True), k
