@@ -236,7 +236,7 @@ def main(argv: list[str] | None = None) -> dict:
         methods = {}
     if args.only:
         keep = [k.strip() for k in args.only.split(",")]
-        methods = {k: v for k, v in methods.items() if k in keep or k == "monai roi64 sw4 fp32"}
+        methods = {k: v for k, v in methods.items() if k in keep}
     best = dict.fromkeys(methods, math.inf)
     outputs: dict[str, np.ndarray] = {}
     computed: dict[str, int] = {}
