@@ -136,7 +136,7 @@ def test_mitochondria_inside_one_cell_connected_and_elongated(iso):
         mask = iso.mitochondria == m
         assert len(np.unique(iso.cells[mask])) == 1, "a mitochondrion spans two cells"
         assert not (mask & iso.membranes).any()
-        assert cc3d.connected_components(mask, connectivity=26).max() == 1
+        assert cc3d.connected_components(mask.view(np.uint8), connectivity=26).max() == 1
         zz, yy, xx = np.nonzero(mask)
         touches = (
             zz.min() == 0
