@@ -19,7 +19,6 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numba
 import numpy as np
 
 from emseg.errors import EmsegTypeError, EmsegValueError
@@ -145,76 +144,6 @@ def _out_shape(shape: Sequence[int], factors: Sequence[int]) -> tuple[int, ...]:
     return tuple(math.ceil(n / f) for n, f in zip(shape, factors, strict=True))
 
 
-@numba.njit(cache=True, nogil=True)
-def _mean_kernel(src, out, fz, fy, fx, is_int):
-    # Streams each source row once into a row of float64 sums (one per output x),
-    # then divides by the window size (smaller at the far borders): ~5x faster than
-    # visiting each output window in turn.
-    nc, nz, ny, nx = src.shape
-    _, oz_n, oy_n, ox_n = out.shape
-    acc = np.zeros(ox_n, dtype=np.float64)
-    for c in range(nc):
-        for oz in range(oz_n):
-            z0 = oz * fz
-            z1 = min(z0 + fz, nz)
-            for oy in range(oy_n):
-                y0 = oy * fy
-                y1 = min(y0 + fy, ny)
-                acc[:] = 0.0
-                for z in range(z0, z1):
-                    for y in range(y0, y1):
-                        row = src[c, z, y]
-                        if fx == 2:
-                            for ox in range(nx // 2):
-                                acc[ox] += np.float64(row[2 * ox]) + np.float64(row[2 * ox + 1])
-                            if nx % 2:
-                                acc[ox_n - 1] += row[nx - 1]
-                        else:
-                            for x in range(nx):
-                                acc[x // fx] += row[x]
-                wzy = (z1 - z0) * (y1 - y0)
-                for ox in range(ox_n):
-                    cx = min(fx, nx - ox * fx)
-                    value = acc[ox] / (wzy * cx)
-                    if is_int:
-                        value = np.rint(value)
-                    out[c, oz, oy, ox] = value
-
-
-@numba.njit(cache=True, nogil=True)
-def _mode_kernel(src, out, fz, fy, fx):
-    nc, nz, ny, nx = src.shape
-    buf = np.empty(8, dtype=src.dtype)
-    for c in range(nc):
-        for oz in range(out.shape[1]):
-            for oy in range(out.shape[2]):
-                for ox in range(out.shape[3]):
-                    n = 0
-                    for z in range(oz * fz, min(oz * fz + fz, nz)):
-                        for y in range(oy * fy, min(oy * fy + fy, ny)):
-                            for x in range(ox * fx, min(ox * fx + fx, nx)):
-                                # insertion sort into buf[:n]
-                                v = src[c, z, y, x]
-                                j = n
-                                while j > 0 and buf[j - 1] > v:
-                                    buf[j] = buf[j - 1]
-                                    j -= 1
-                                buf[j] = v
-                                n += 1
-                    best = buf[0]
-                    best_count = 0
-                    run = 0
-                    for i in range(n):
-                        if i > 0 and buf[i] == buf[i - 1]:
-                            run += 1
-                        else:
-                            run = 1
-                        if run > best_count:  # strict: ties keep the smaller label
-                            best_count = run
-                            best = buf[i]
-                    out[c, oz, oy, ox] = best
-
-
 def _check_factors(data: np.ndarray, factors: Sequence[int]) -> tuple[int, ...]:
     f = tuple(int(x) for x in factors)
     if len(f) != data.ndim or any(x not in (1, 2) for x in f):
@@ -250,7 +179,9 @@ def downsample_mean(data: np.ndarray, factors: Sequence[int]) -> np.ndarray:
         raise EmsegTypeError(f"`data` must be integer or floating point; got dtype {dtype}.")
     src, (fz, fy, fx) = _as3d(np.ascontiguousarray(data), f)
     out = np.empty(_out_shape(src.shape, (1, fz, fy, fx)), dtype=dtype)
-    _mean_kernel(src, out, fz, fy, fx, bool(np.issubdtype(dtype, np.integer)))
+    from emseg.io._pyramid_kernels import mean_kernel
+
+    mean_kernel(src, out, fz, fy, fx, bool(np.issubdtype(dtype, np.integer)))
     return out.reshape(_out_shape(data.shape, f))
 
 
@@ -279,6 +210,8 @@ def downsample_mode(data: np.ndarray, factors: Sequence[int]) -> np.ndarray:
     work = data.view(np.uint8) if data.dtype == np.bool_ else data
     src, (fz, fy, fx) = _as3d(np.ascontiguousarray(work), f)
     out = np.empty(_out_shape(src.shape, (1, fz, fy, fx)), dtype=src.dtype)
-    _mode_kernel(src, out, fz, fy, fx)
+    from emseg.io._pyramid_kernels import mode_kernel
+
+    mode_kernel(src, out, fz, fy, fx)
     out = out.reshape(_out_shape(data.shape, f))
     return out.view(np.bool_) if data.dtype == np.bool_ else out
