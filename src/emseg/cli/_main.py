@@ -50,7 +50,13 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
     """Shows defaults and keeps the description's line breaks."""
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The ``emseg`` parser; with `only` (a verb), only that verb's module is imported.
+
+    Some verbs' modules import heavy libraries when they register their options,
+    so a call such as ``emseg evaluate ...`` registers just ``evaluate``
+    (``emseg --help`` and unknown verbs still see every verb).
+    """
     parser = argparse.ArgumentParser(
         prog="emseg",
         description="Automated analysis of large-scale electron microscopy: "
@@ -62,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for name in COMMANDS:
+    for name in COMMANDS if only not in COMMANDS else [only]:
         module = importlib.import_module(f"emseg.cli._{name.replace('-', '_')}")
         module.register(sub)
     return parser
@@ -74,7 +80,9 @@ def _one_line(exc: BaseException) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``emseg`` command; return its exit status."""
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    verb = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(verb)
     args = parser.parse_args(argv)
     level = logging.DEBUG if args.debug else logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(
