@@ -45,7 +45,7 @@ LUCCHI_CONTEXT_NM = (10.0, 30.0, 80.0)
 LUCCHI_SAMPLES = 20_000
 #: Post-processing grid searched on the validation sections (reported as such).
 LUCCHI_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)
-LUCCHI_OPENING_NM = (0.0, 10.0, 20.0, 30.0)
+LUCCHI_OPENING_NM = (0.0, 10.0, 20.0, 30.0, 40.0, 50.0, 60.0)
 
 
 def downsample_mean(volume: np.ndarray, factor: int) -> np.ndarray:
