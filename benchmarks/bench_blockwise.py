@@ -3,19 +3,22 @@
 Side by side in one run:
 
 - Gaussian sigma = 2 voxels (halo 8), zarr -> zarr, float32 math and float32
-  output, blocks 128^3 made of 64^3 chunks: emseg on 1 thread, on 2 threads,
-  on a distributed LocalCluster with 2 processes (cluster started before the
-  timing), against ``scipy.ndimage.gaussian_filter`` in memory on 1 thread
-  (filter only, no I/O) and against ``dask.array.map_overlap`` (from_zarr ->
-  to_zarr, 2 threads); plus emseg on 2 threads with blocks of 128 x 256 x 256
-  (fewer halo chunks read per written chunk). The cluster's workers load the
-  compiled Gaussian kernels before the timing, as a long-lived cluster has.
+  output, 64^3 chunks: emseg on 1 thread, on 2 threads (the filter's default
+  blocks, 128 x 256 x 256, and 128^3 blocks), on a distributed LocalCluster
+  with 2 processes x 1 thread, against ``scipy.ndimage.gaussian_filter`` in
+  memory on 1 thread (filter only, no I/O); these run in ``--repeats``
+  interleaved rounds and efficiency / distributed ratio are taken within each
+  round (medians reported, every round listed). The LocalCluster is started
+  once before the rounds and its start-up (processes, imports, the compiled
+  Gaussian kernels loaded on each worker) is reported in its own row; one more
+  row runs ``scheduler="local"`` end to end, start-up included. Then
+  ``dask.array.map_overlap`` (from_zarr -> to_zarr, 2 threads) once.
 - Out-of-core connected components (26-connectivity, uint64 output) against
   ``cc3d.connected_components`` in memory; the peak RSS of the blockwise job
   (measured in a child process) as a fraction of the volume.
 
 The CPU is shared with other work, so the numbers are indicative. Run
-``python benchmarks/bench_blockwise.py [--size N]``; writes
+``python benchmarks/bench_blockwise.py [--size N] [--repeats R]``; writes
 ``bench_output/blockwise.json``.
 """
 
@@ -36,7 +39,6 @@ import numpy as np
 SIGMA = 2.0
 BLOCK = (128, 128, 128)
 CHUNKS = (64, 64, 64)
-BIG_BLOCK = (128, 256, 256)
 
 
 def _warm_worker() -> None:
@@ -111,9 +113,146 @@ def _label_child(src: str, out: str) -> None:
     print(json.dumps({"seconds": t, "cpu": cpu, "peak_rss": peak, "baseline_rss": baseline}))
 
 
+def _median(values: list[float]) -> float:
+    return float(np.median(values))
+
+
+def gaussian_rows(image, src: Path, tmpd: Path, *, repeats: int = 3) -> dict[str, dict]:
+    """The Gaussian rows: `repeats` interleaved rounds, medians and per-round ratios.
+
+    Each round runs, one after the other: scipy in memory (1 thread), emseg
+    serial, emseg on 2 threads (default blocks, then 128**3 blocks) and emseg
+    on a LocalCluster of 2 processes x 1 thread. Efficiency and the
+    distributed ratio are computed within each round (the machine's load
+    drifts between rounds) and reported as the median over rounds with every
+    round's value. The LocalCluster is started once, before the rounds, and
+    its start-up (processes, imports, the Gaussian kernels loaded on each
+    worker) is timed in its own row; a last row times ``scheduler="local"``
+    end to end (cluster start-up included), as a one-off command runs.
+    """
+    import dask
+    import dask.array as da
+    from distributed import Client
+    from scipy import ndimage
+
+    from emseg.blockwise import gaussian_filter, local_cluster
+
+    rows: dict[str, dict] = {}
+    data = image[:]
+    _warm_worker()  # this process's kernels, as the workers' below
+
+    def emseg_gauss(name: str, block_shape=None, **kw) -> float:
+        t, out = _timed(
+            lambda: gaussian_filter(
+                image,
+                sigma=SIGMA,
+                unit="voxel",
+                out=tmpd / f"{name}.zarr",
+                overwrite=True,
+                block_shape=block_shape,
+                chunks=CHUNKS,
+                progress=False,
+                **kw,
+            )
+        )
+        assert np.array_equal(out[:64], ref[:64]), f"{name}: result differs from scipy"
+        return t
+
+    # the cluster emseg starts for scheduler="local" (workers without MALLOC_TRIM_THRESHOLD_)
+    t_start, cluster = _timed(lambda: local_cluster(2))
+    client = Client(cluster, set_as_default=False)
+    t_warm, _ = _timed(lambda: client.run(_warm_worker))
+    rounds: dict[str, list[float]] = {
+        k: [] for k in ("scipy", "serial", "threads", "threads128", "distributed")
+    }
+    loads = []
+    try:
+        for _ in range(repeats):
+            loads.append(os.getloadavg()[0])
+            t, ref = _timed(
+                lambda: ndimage.gaussian_filter(data.astype(np.float32), SIGMA, output=np.float32)
+            )
+            rounds["scipy"].append(t)
+            rounds["serial"].append(emseg_gauss("serial", scheduler="serial"))
+            rounds["threads"].append(emseg_gauss("threads", n_workers=2))
+            rounds["threads128"].append(emseg_gauss("threads128", BLOCK, n_workers=2))
+            rounds["distributed"].append(emseg_gauss("distributed", scheduler=client))
+        loads.append(os.getloadavg()[0])
+    finally:
+        client.close()
+        cluster.close()
+    r = {k: np.asarray(v) for k, v in rounds.items()}
+    eff = r["scipy"] / (2 * r["threads"])
+    eff128 = r["scipy"] / (2 * r["threads128"])
+    ratio = r["distributed"] / r["threads"]
+
+    def each(values: np.ndarray) -> str:
+        return " / ".join(f"{v:.2f}" for v in values)
+
+    load = f"{min(loads):.1f}-{max(loads):.1f}"
+    rows["gaussian scipy in memory, 1 thread (no I/O)"] = {
+        "seconds": _median(rounds["scipy"]),
+        "rounds": each(r["scipy"]),
+    }
+    rows["gaussian emseg zarr->zarr, 1 thread"] = {
+        "seconds": _median(rounds["serial"]),
+        "rounds": each(r["serial"]),
+    }
+    rows["gaussian emseg zarr->zarr, 2 threads (default blocks 128x256x256)"] = {
+        "seconds": _median(rounds["threads"]),
+        "rounds": each(r["threads"]),
+        "parallel_efficiency_vs_scipy": _median(list(eff)),
+        "efficiency_rounds": each(eff),
+        "parallel_efficiency_vs_emseg_1": _median(list(r["serial"] / (2 * r["threads"]))),
+    }
+    rows[f"gaussian emseg zarr->zarr, 2 threads, blocks {BLOCK}"] = {
+        "seconds": _median(rounds["threads128"]),
+        "parallel_efficiency_vs_scipy": _median(list(eff128)),
+        "efficiency_rounds": each(eff128),
+    }
+    rows["gaussian emseg zarr->zarr, LocalCluster 2 processes (started before)"] = {
+        "seconds": _median(rounds["distributed"]),
+        "rounds": each(r["distributed"]),
+        "ratio_to_2_threads": _median(list(ratio)),
+        "ratio_rounds": each(ratio),
+    }
+    rows["LocalCluster start-up (2 processes) + worker warm-up (imports, kernels)"] = {
+        "seconds": t_start + t_warm,
+        "start": t_start,
+        "warm": t_warm,
+    }
+    t_local = emseg_gauss("local", scheduler="local", n_workers=2)
+    rows["gaussian emseg, scheduler='local' end to end (cluster start-up included)"] = {
+        "seconds": t_local,
+        "ratio_to_2_threads": t_local / _median(rounds["threads"]),
+    }
+
+    def dask_overlap() -> None:
+        x = da.from_zarr(str(src)).rechunk(BLOCK)
+        y = x.map_overlap(
+            lambda b: ndimage.gaussian_filter(b.astype(np.float32), SIGMA),
+            depth=8,
+            boundary="reflect",
+            dtype=np.float32,
+        )
+        y.rechunk(CHUNKS).to_zarr(str(tmpd / "dask.zarr"), overwrite=True)
+
+    with dask.config.set(scheduler="threads", num_workers=2):
+        t_dask, _ = _timed(dask_overlap)
+    rows["gaussian dask.array.map_overlap zarr->zarr, 2 threads"] = {"seconds": t_dask}
+    rows["load average (1 min) during the Gaussian rounds"] = {
+        "seconds": float("nan"),
+        "load": load,
+    }
+    return rows
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--size", type=int, default=512, help="edge of the cubic volume")
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="interleaved rounds of the Gaussian cases"
+    )
     parser.add_argument("--label-child", nargs=2, metavar=("SRC", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.label_child:
@@ -121,13 +260,10 @@ def main(argv: list[str] | None = None) -> dict:
         return {}
 
     import cc3d
-    import dask
-    import dask.array as da
     import zarr
     from distributed import Client, LocalCluster
-    from scipy import ndimage
 
-    from emseg.blockwise import gaussian_filter, label
+    from emseg.blockwise import label
 
     n = args.size
     rows: dict[str, dict] = {}
@@ -139,69 +275,7 @@ def main(argv: list[str] | None = None) -> dict:
         nbytes = n**3
 
         # -- Gaussian --------------------------------------------------------
-        data = image[:]
-        start = time.perf_counter()
-        ref = ndimage.gaussian_filter(data.astype(np.float32), SIGMA, output=np.float32)
-        t_scipy = time.perf_counter() - start
-        rows["gaussian scipy in memory, 1 thread (no I/O)"] = {"seconds": t_scipy}
-        del data
-
-        def emseg_gauss(name: str, block_shape=BLOCK, **kw) -> float:
-            t, out = _timed(
-                lambda: gaussian_filter(
-                    image,
-                    sigma=SIGMA,
-                    unit="voxel",
-                    out=tmpd / f"{name}.zarr",
-                    block_shape=block_shape,
-                    chunks=CHUNKS,
-                    progress=False,
-                    **kw,
-                )
-            )
-            assert np.array_equal(out[:64], ref[:64]), f"{name}: result differs from scipy"
-            return t
-
-        t1 = emseg_gauss("serial", scheduler="serial")
-        rows["gaussian emseg zarr->zarr, 1 thread"] = {"seconds": t1}
-        t2 = emseg_gauss("threads", n_workers=2)
-        rows["gaussian emseg zarr->zarr, 2 threads"] = {
-            "seconds": t2,
-            "parallel_efficiency_vs_scipy": t_scipy / (2 * t2),
-            "parallel_efficiency_vs_emseg_1": t1 / (2 * t2),
-        }
-        # bigger blocks read fewer halo chunks per written chunk (4.5 instead of 8)
-        t2b = emseg_gauss("threads-big", n_workers=2, block_shape=BIG_BLOCK)
-        rows[f"gaussian emseg zarr->zarr, 2 threads, blocks {BIG_BLOCK}"] = {
-            "seconds": t2b,
-            "parallel_efficiency_vs_scipy": t_scipy / (2 * t2b),
-        }
-        with (
-            LocalCluster(
-                n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
-            ) as cluster,
-            Client(cluster, set_as_default=False) as client,
-        ):
-            client.run(_warm_worker)  # imports and compiled kernels, as on a long-lived cluster
-            td = emseg_gauss("distributed", scheduler=client)
-        rows["gaussian emseg zarr->zarr, LocalCluster 2 processes"] = {
-            "seconds": td,
-            "ratio_to_2_threads": td / t2,
-        }
-
-        def dask_overlap() -> None:
-            x = da.from_zarr(str(src)).rechunk(BLOCK)
-            y = x.map_overlap(
-                lambda b: ndimage.gaussian_filter(b.astype(np.float32), SIGMA),
-                depth=8,
-                boundary="reflect",
-                dtype=np.float32,
-            )
-            y.rechunk(CHUNKS).to_zarr(str(tmpd / "dask.zarr"), overwrite=True)
-
-        with dask.config.set(scheduler="threads", num_workers=2):
-            t_dask, _ = _timed(dask_overlap)
-        rows["gaussian dask.array.map_overlap zarr->zarr, 2 threads"] = {"seconds": t_dask}
+        rows.update(gaussian_rows(image, src, tmpd, repeats=args.repeats))
 
         # -- connected components --------------------------------------------
         # uint8, not bool: cc3d 4.1's bool (binary) path is wrong in some cases

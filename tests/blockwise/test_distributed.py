@@ -81,3 +81,20 @@ def test_unreachable_scheduler_fails_fast(volume):
     # the connect timeout is CONNECT_TIMEOUT (5 s), so this returns quickly
     with pytest.raises(SchedulerError, match="cannot reach the Dask scheduler"):
         gaussian_filter(volume, sigma=1, scheduler=f"tcp://127.0.0.1:{port}", progress=False)
+
+
+def _malloc_trim() -> str | None:
+    import os
+
+    return os.environ.get("MALLOC_TRIM_THRESHOLD_")
+
+
+def test_local_cluster_workers_keep_glibc_mmap_threshold_dynamic():
+    from emseg.blockwise import open_backend
+
+    with open_backend("local", 1) as backend:
+        assert backend.kind == "distributed"
+        env = backend.client.run(_malloc_trim)
+        omp = backend.client.run(lambda: __import__("os").environ.get("OMP_NUM_THREADS"))
+    assert list(env.values()) == [None]
+    assert list(omp.values()) == ["1"]  # distributed's other settings are kept

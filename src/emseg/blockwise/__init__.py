@@ -25,6 +25,7 @@ from emseg.blockwise._execute import (
     Backend,
     SchedulerLike,
     TreeReducer,
+    local_cluster,
     open_backend,
     run_blocks,
 )
@@ -87,6 +88,7 @@ __all__ = [
     "input_spacing",
     "is_complete",
     "label",
+    "local_cluster",
     "map_blocks",
     "median_filter",
     "merge_pairs",
