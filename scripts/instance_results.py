@@ -1,0 +1,550 @@
+"""Reproduce emseg's neuron segmentation results on real FIB-SEM (validation splits only).
+
+The pipeline (the ``neurons-fibsem`` preset's chain):
+
+1. **Boundary map**: a random forest (:mod:`emseg.semantic.forest`, 3D
+   ilastik-like features in nm, optional autocontext) trained on boundary
+   targets derived from the ground truth: a voxel is *boundary* when the
+   ground-truth label changes within one voxel (6-neighbourhood) or is 0
+   where 0 marks membranes (gala), *interior* otherwise; a balanced random
+   subsample per class.
+2. **Supervoxels**: seeded watershed of the boundary map
+   (:func:`emseg.instance.supervoxels`), its seeds chosen on a tuning split.
+3. **Agglomeration**: waterz-style mean boundary
+   (:func:`emseg.instance.agglomerate_graph`), and a learned edge classifier
+   (:func:`emseg.instance.train_edge_classifier`, trained on training-range
+   ground truth), each with its threshold chosen on the tuning split. Every
+   choice minimises ``ARAND / 0.10 + (VOI split + VOI merge) / 1.0`` on the
+   tuning split (the two goals of issue 7, weighted alike).
+4. **Scores** on the held-out split: adapted Rand error (CREMI variant) and
+   VOI split / merge in bits (:func:`emseg.metrics.neuron_metrics`).
+
+Splits:
+
+* FlyEM medulla (125 x 250 x 250, 10 nm): forest and edge classifier trained
+  on z 0-59, supervoxel seeds and thresholds tuned on z 60-79, scored on
+  z 80-124 (never used for any choice). Each split is segmented on its own.
+* gala FIB-SEM example: forest and edge classifier trained on train z 0-29,
+  tuned on train z 30-49, scored on the whole test volume.
+
+Usage::
+
+    python scripts/instance_results.py                      # both datasets
+    python scripts/instance_results.py --only flyem --save-preset
+
+Prints a table and writes ``bench_output/instance_results.json``; with
+``--save-preset`` writes ``src/emseg/presets/neurons-fibsem/`` (the FlyEM
+forest, settings and scores; see ``src/emseg/presets/README.md``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import hashlib
+import itertools
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from emseg.data import DATASETS, open_dataset_file
+from emseg.features import feature_spec
+from emseg.instance import (
+    agglomerate_graph,
+    region_adjacency_graph,
+    save_edge_classifier,
+    supervoxels,
+    train_edge_classifier,
+)
+from emseg.metrics import neuron_metrics, overlap_table
+from emseg.semantic.forest import PixelClassifier, load_model, save_model, train_forest
+
+log = logging.getLogger("instance_results")
+
+ROOT = Path(__file__).resolve().parents[1]
+PRESET_DIR = ROOT / "src" / "emseg" / "presets" / "neurons-fibsem"
+
+#: Supervoxel settings tried on the tuning split (keyword arguments of ``supervoxels``).
+SUPERVOXEL_GRID: tuple[dict[str, Any], ...] = (
+    *(
+        {"seeds": "distance", "threshold": th, "sigma_nm": 0.0, "min_seed_distance_nm": d}
+        for th, d in itertools.product((0.3, 0.5), (30.0, 60.0))
+    ),
+    {"seeds": "minima", "sigma_nm": 0.0, "min_seed_distance_nm": 60.0},
+)
+
+MEAN_THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.30, 0.96, 0.025))
+FLYEM_THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.40, 0.81, 0.05))
+LEARNED_THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.05, 0.96, 0.05))
+
+
+def boundary_targets(truth: np.ndarray, *, zero_is_boundary: bool = False) -> np.ndarray:
+    """Forest targets from instance labels: 2 = boundary, 1 = interior, 0 = unlabelled (uint8).
+
+    A voxel is boundary when a face neighbour has another label (so every
+    object contact gives a two-voxel band); with `zero_is_boundary`, label-0
+    voxels are boundary too (gala's membranes), else they are unlabelled.
+    """
+    g = truth.astype(np.int64)
+    b = np.zeros(truth.shape, bool)
+    for ax in range(truth.ndim):
+        d = np.diff(g, axis=ax) != 0
+        lo = [slice(None)] * truth.ndim
+        hi = [slice(None)] * truth.ndim
+        lo[ax], hi[ax] = slice(0, -1), slice(1, None)
+        b[tuple(lo)] |= d
+        b[tuple(hi)] |= d
+    out = np.where(b, 2, 1).astype(np.uint8)
+    if zero_is_boundary:
+        out[truth == 0] = 2
+    else:
+        out[truth == 0] = 0
+    return out
+
+
+def scores(truth: np.ndarray, segmentation: np.ndarray) -> dict[str, float]:
+    """ARAND (CREMI), VOI split / merge (bits), ground-truth 0 ignored."""
+    m = neuron_metrics(overlap_table(truth, segmentation))
+    return {
+        "adapted_rand_error_cremi": round(float(m["adapted_rand_error_cremi"]), 4),
+        "voi_split": round(float(m["voi_split"]), 4),
+        "voi_merge": round(float(m["voi_merge"]), 4),
+    }
+
+
+def train_boundary(
+    image: np.ndarray, targets: np.ndarray, spacing: tuple[float, ...], args: argparse.Namespace
+) -> PixelClassifier:
+    return train_forest(
+        image, targets, spacing=spacing, spec=feature_spec(spacing=spacing),
+        class_names=("interior", "boundary"), stages=args.stages, n_estimators=args.trees,
+        max_depth=args.max_depth, min_samples_leaf=args.min_leaf,
+        max_samples_per_class=args.samples, seed=args.seed, n_jobs=2,
+    )  # fmt: skip
+
+
+def check_reused_model(model: PixelClassifier, args: argparse.Namespace) -> None:
+    """Refuse a ``--boundary-model`` trained with other settings than the command line's."""
+    forest = model.provenance.get("forest", {})
+    want = {"n_estimators": args.trees, "max_depth": args.max_depth,
+            "min_samples_leaf": args.min_leaf, "seed": args.seed}  # fmt: skip
+    got = {k: forest.get(k) for k in want}
+    if (
+        got != want
+        or len(model.stages) != args.stages
+        or model.class_names
+        != (
+            "interior",
+            "boundary",
+        )
+    ):
+        raise SystemExit(
+            f"--boundary-model was trained with {got}, {len(model.stages)} stages, classes "
+            f"{model.class_names}; this command asks for {want}, {args.stages} stages."
+        )
+
+
+def boundary_map(model: PixelClassifier, image: np.ndarray) -> np.ndarray:
+    """Probability of class "boundary", float32, whole image in memory."""
+    probs = model.predict_proba(image, spacing=model.spacing, n_threads=2)
+    return np.ascontiguousarray(probs[model.class_names.index("boundary")], dtype=np.float32)
+
+
+def model_digest(model: PixelClassifier) -> str:
+    """SHA-256 (first 16 hex digits) of the model's trees and settings."""
+    h = hashlib.sha256(json.dumps([model.spec.to_dict(), list(model.spacing),
+                                   list(model.context_scales)], sort_keys=True).encode())  # fmt: skip
+    for stage in model.stages:
+        for name, arr in sorted(stage.arrays().items()):
+            h.update(name.encode())
+            h.update(np.ascontiguousarray(arr).tobytes())
+    return h.hexdigest()[:16]
+
+
+def cached_boundary_map(model: PixelClassifier, image: np.ndarray, cache: str | None) -> np.ndarray:
+    """:func:`boundary_map`, kept in `cache` (a folder) under the model's digest."""
+    if not cache:
+        return boundary_map(model, image)
+    path = Path(cache) / f"flyem_boundary_{model_digest(model)}.npy"
+    if path.exists():
+        log.info("boundary map from %s", path)
+        return np.load(path)
+    out = boundary_map(model, image)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(path, out)
+    return out
+
+
+def _relabel(rag: Any, fragments: np.ndarray, threshold: float, weights: Any = None) -> np.ndarray:
+    agg = agglomerate_graph(rag, threshold=threshold, edge_weights=weights)
+    return agg.lookup(int(fragments.max()))[fragments]
+
+
+def sweep_mean(fragments: np.ndarray, rag: Any, truth: np.ndarray) -> dict[float, dict]:
+    return {t: scores(truth, _relabel(rag, fragments, t)) for t in MEAN_THRESHOLDS}
+
+
+def sweep_learned(
+    fragments: np.ndarray, rag: Any, truth: np.ndarray, p: np.ndarray
+) -> dict[float, dict]:
+    return {t: scores(truth, _relabel(rag, fragments, t, 1 - p)) for t in LEARNED_THRESHOLDS}
+
+
+def criterion(s: dict[str, float]) -> float:
+    """What the tuning minimises: both goals weighted alike, ARAND / 0.10 + VOI / 1.0 bits."""
+    return s["adapted_rand_error_cremi"] / 0.10 + (s["voi_split"] + s["voi_merge"]) / 1.0
+
+
+def _best(sweep: dict[float, dict]) -> float:
+    return min(sweep, key=lambda t: (criterion(sweep[t]), t))
+
+
+def run_pipeline(
+    name: str,
+    *,
+    image_train: np.ndarray,
+    truth_train: np.ndarray,
+    image_tune: np.ndarray,
+    truth_tune: np.ndarray,
+    image_test: np.ndarray,
+    truth_test: np.ndarray,
+    spacing: tuple[float, ...],
+    zero_is_boundary: bool,
+    args: argparse.Namespace,
+    boundary_of: Any = None,
+) -> dict[str, Any]:
+    """Train on `*_train`, choose settings on `*_tune`, score on `*_test`.
+
+    `boundary_of` (optional) maps a model and a split name to the split's
+    boundary map; by default each split's image is predicted on its own.
+    """
+    t0 = time.perf_counter()
+    if getattr(args, "boundary_model", None):
+        model = load_model(args.boundary_model)
+        check_reused_model(model, args)
+    else:
+        targets = boundary_targets(truth_train, zero_is_boundary=zero_is_boundary)
+        model = train_boundary(image_train, targets, spacing, args)
+    t_train = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    if boundary_of is None:
+        maps = {
+            "train": boundary_map(model, image_train),
+            "tune": boundary_map(model, image_tune),
+            "test": boundary_map(model, image_test),
+        }
+    else:
+        maps = {k: boundary_of(model, k) for k in ("train", "tune", "test")}
+    t_pred = time.perf_counter() - t0
+    pixel = {}
+    for k, truth in (("tune", truth_tune), ("test", truth_test)):
+        tb = boundary_targets(truth, zero_is_boundary=zero_is_boundary)
+        known = tb > 0
+        pixel[k] = round(float(((maps[k] > 0.5) == (tb == 2))[known].mean()), 4)
+    log.info("%s: forest %.0f s, prediction %.0f s, boundary accuracy %s", name, t_train,
+             t_pred, pixel)  # fmt: skip
+
+    # supervoxels + mean agglomeration: seeds and threshold on the tuning split
+    t0 = time.perf_counter()
+    tuning = []
+    for sv in SUPERVOXEL_GRID:
+        frag = supervoxels(maps["tune"], spacing=spacing, **sv)
+        rag = region_adjacency_graph(frag, maps["tune"])
+        sweep = sweep_mean(frag, rag, truth_tune)
+        best = _best(sweep)
+        tuning.append({"supervoxels": sv, "fragments": int(frag.max()), "threshold": best,
+                       **sweep[best]})  # fmt: skip
+        log.info("%s tune %s: %d fragments, t=%.3f %s", name, sv, frag.max(), best, sweep[best])
+    chosen = min(tuning, key=criterion)
+    sv = chosen["supervoxels"]
+    t_mean = chosen["threshold"]
+    t_tune = time.perf_counter() - t0
+
+    # learned edge classifier: trained on the training split's fragments and ground truth
+    frag_train = supervoxels(maps["train"], spacing=spacing, **sv)
+    rag_train = region_adjacency_graph(frag_train, maps["train"])
+    clf = train_edge_classifier(
+        [(rag_train, frag_train, truth_train)],
+        n_estimators=args.edge_trees,
+        min_samples_leaf=args.edge_min_leaf,
+        seed=args.seed,
+    )
+    frag_tune = supervoxels(maps["tune"], spacing=spacing, **sv)
+    rag_tune = region_adjacency_graph(frag_tune, maps["tune"])
+    learned_sweep = sweep_learned(frag_tune, rag_tune, truth_tune, clf.merge_probability(rag_tune))
+    t_learned = _best(learned_sweep)
+
+    # the held-out split, scored once with the chosen settings
+    t0 = time.perf_counter()
+    frag = supervoxels(maps["test"], spacing=spacing, **sv)
+    rag = region_adjacency_graph(frag, maps["test"])
+    seg_mean = _relabel(rag, frag, t_mean)
+    t_agg = time.perf_counter() - t0
+    seg_learned = _relabel(rag, frag, t_learned, 1 - clf.merge_probability(rag))
+    result = {
+        "dataset": name,
+        "forest": {"stages": args.stages, "trees": args.trees, "max_depth": args.max_depth,
+                   "min_samples_leaf": args.min_leaf, "samples_per_class": args.samples,
+                   "scales_nm": list(model.spec.scales), "mode": model.spec.mode},
+        "boundary_accuracy": pixel,
+        "supervoxels": sv,
+        "tuning": tuning,
+        "fragments_test": int(frag.max()),
+        "oversegmentation_test": scores(truth_test, frag),
+        "mean": {"threshold": t_mean, "tune": chosen_scores(chosen),
+                 "test": scores(truth_test, seg_mean)},
+        "learned": {"threshold": t_learned, "tune": learned_sweep[t_learned],
+                    "test": scores(truth_test, seg_learned), "edge_trees": args.edge_trees},
+        "seconds": {"forest_train": round(t_train, 1), "forest_predict": round(t_pred, 1),
+                    "tuning": round(t_tune, 1), "supervoxels_rag_agglomerate_test": round(t_agg, 1)},
+    }  # fmt: skip
+    result["_model"] = model
+    result["_edge_classifier"] = clf
+    return result
+
+
+def chosen_scores(row: dict[str, Any]) -> dict[str, float]:
+    return {k: row[k] for k in ("adapted_rand_error_cremi", "voi_split", "voi_merge")}
+
+
+def run_flyem(args: argparse.Namespace) -> dict[str, Any]:
+    """FlyEM: segment the whole volume once (as a user would), tune on z 60-79, score z 80-124.
+
+    The forest and the edge classifier learn from z 0-59 only; the threshold
+    and supervoxel seeds are chosen on the z 60-79 crop of the whole-volume
+    segmentation; the z 80-124 crop is scored once. (Segmenting each split on
+    its own does not transfer: a threshold tuned on a 20-section slab merges
+    too much on the 45-section test slab.)
+    """
+    image = np.asarray(open_dataset_file("flyem_medulla", "image")[:])
+    truth = np.asarray(open_dataset_file("flyem_medulla", "groundtruth")[:])
+    sp = DATASETS["flyem_medulla"].spacing
+    tune, test = slice(60, 80), slice(80, 125)
+    t0 = time.perf_counter()
+    if args.boundary_model:
+        model = load_model(args.boundary_model)
+        check_reused_model(model, args)
+    else:
+        model = train_boundary(image[:60], boundary_targets(truth[:60]), sp, args)
+    t_train = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    bnd = cached_boundary_map(model, image, args.cache)
+    t_pred = time.perf_counter() - t0
+    tb = boundary_targets(truth)
+    pixel = {k: round(float(((bnd[z] > 0.5) == (tb[z] == 2)).mean()), 4)
+             for k, z in (("tune", tune), ("test", test))}  # fmt: skip
+    log.info(
+        "flyem: forest %.0f s, prediction %.0f s, boundary accuracy %s", t_train, t_pred, pixel
+    )
+
+    def crop_scores(seg: np.ndarray, z: slice) -> dict[str, float]:
+        return scores(truth[z], seg[z])
+
+    t0 = time.perf_counter()
+    tuning, graphs = [], {}
+    for k, sv in enumerate(SUPERVOXEL_GRID):
+        frag = supervoxels(bnd, spacing=sp, **sv)
+        rag = region_adjacency_graph(frag, bnd)
+        graphs[k] = (frag, rag)
+        sweep = {t: crop_scores(_relabel(rag, frag, t), tune) for t in FLYEM_THRESHOLDS}
+        best = _best(sweep)
+        tuning.append({"supervoxels": sv, "fragments": int(frag.max()), "threshold": best,
+                       **sweep[best]})  # fmt: skip
+        log.info("flyem tune %s: %d fragments, t=%.3f %s", sv, frag.max(), best, sweep[best])
+    k_best = min(range(len(tuning)), key=lambda k: criterion(tuning[k]))
+    chosen = tuning[k_best]
+    sv, t_mean = chosen["supervoxels"], chosen["threshold"]
+    frag, rag = graphs[k_best]
+    t_tune = time.perf_counter() - t0
+    # learned edges: ground truth of z 0-59 only (other voxels are unlabelled for training)
+    truth_train = truth.copy()
+    truth_train[60:] = 0
+    clf = train_edge_classifier([(rag, frag, truth_train)], n_estimators=args.edge_trees, min_samples_leaf=args.edge_min_leaf,
+                                seed=args.seed)  # fmt: skip
+    pm = clf.merge_probability(rag)
+    learned_sweep = {t: crop_scores(_relabel(rag, frag, t, 1 - pm), tune)
+                     for t in LEARNED_THRESHOLDS}  # fmt: skip
+    t_learned = _best(learned_sweep)
+    seg_mean = _relabel(rag, frag, t_mean)
+    seg_learned = _relabel(rag, frag, t_learned, 1 - pm)
+    shipped = np.asarray(open_dataset_file("flyem_medulla", "oversegmentation")[:])
+    return {
+        "dataset": "flyem_medulla",
+        "splits": {"train": "z 0-59", "tune": "z 60-79", "test": "z 80-124"},
+        "protocol": "whole volume segmented once; crops scored",
+        "forest": {"stages": args.stages, "trees": args.trees, "max_depth": args.max_depth,
+                   "min_samples_leaf": args.min_leaf, "samples_per_class": args.samples,
+                   "scales_nm": list(model.spec.scales), "mode": model.spec.mode},
+        "boundary_accuracy": pixel,
+        "supervoxels": sv,
+        "tuning": tuning,
+        "fragments": int(frag.max()),
+        "oversegmentation_test": crop_scores(frag, test),
+        "mean": {"threshold": t_mean, "tune": chosen_scores(chosen),
+                 "test": crop_scores(seg_mean, test)},
+        "learned": {"threshold": t_learned, "tune": learned_sweep[t_learned],
+                    "test": crop_scores(seg_learned, test), "edge_trees": args.edge_trees},
+        "shipped_oversegmentation_test": scores(truth[test], shipped[test]),
+        "seconds": {"forest_train": round(t_train, 1), "forest_predict": round(t_pred, 1),
+                    "tuning": round(t_tune, 1)},
+        "_model": model,
+        "_edge_classifier": clf,
+    }  # fmt: skip
+
+
+def run_gala(args: argparse.Namespace) -> dict[str, Any]:
+    img = {
+        s: np.asarray(open_dataset_file("gala_fibsem", f"{s}_image")[:]) for s in ("train", "test")
+    }
+    gt = {s: np.asarray(open_dataset_file("gala_fibsem", f"{s}_groundtruth")[:]) for s in ("train", "test")}  # fmt: skip
+    sp = DATASETS["gala_fibsem"].spacing
+    result = run_pipeline(
+        "gala_fibsem",
+        image_train=img["train"][:30], truth_train=gt["train"][:30],
+        image_tune=img["train"][30:], truth_tune=gt["train"][30:],
+        image_test=img["test"], truth_test=gt["test"],
+        spacing=sp, zero_is_boundary=True, args=args,
+    )  # fmt: skip
+    result["splits"] = {"train": "train z 0-29", "tune": "train z 30-49", "test": "test volume"}
+    return result
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def save_preset(
+    flyem: dict[str, Any], gala: dict[str, Any] | None, args: argparse.Namespace
+) -> Path:
+    """Write the neurons-fibsem preset (format: src/emseg/presets/README.md)."""
+    from emseg import __version__
+
+    PRESET_DIR.mkdir(parents=True, exist_ok=True)
+    model_path = save_model(flyem["_model"], PRESET_DIR / "boundary.safetensors", overwrite=True)
+    method = args.preset_edges
+    if method == "auto":  # the better of the two on the tuning split
+        method = min(("mean", "learned"), key=lambda m: criterion(flyem[m]["tune"]))
+    files = {model_path.name: _sha256(model_path)}
+    agg: dict[str, Any] = {"edges": method, "threshold": flyem[method]["threshold"],
+                           "edge_classifier": None}  # fmt: skip
+    if method == "learned":
+        p = save_edge_classifier(
+            flyem["_edge_classifier"], PRESET_DIR / "edges.safetensors", overwrite=True
+        )
+        agg["edge_classifier"] = p.name
+        files[p.name] = _sha256(p)
+    else:
+        (PRESET_DIR / "edges.safetensors").unlink(missing_ok=True)
+    other = {}
+    if gala is not None:
+        other["gala_fibsem test volume (same recipe, trained on its train volume)"] = gala[method][
+            "test"
+        ]
+    halo = 2 * float(flyem["supervoxels"]["min_seed_distance_nm"]) + 300.0
+    meta = {
+        "format": "emseg.preset",
+        "format_version": 1,
+        "name": "neurons-fibsem",
+        "description": (
+            "Neurons in isotropic FIB-SEM (~10 nm voxels): random-forest boundary map, "
+            f"watershed supervoxels, {method} agglomeration (trained on FlyEM medulla)"
+        ),
+        "target": "neurons",
+        "spacing": list(DATASETS["flyem_medulla"].spacing),
+        "prediction": {"kind": "forest", "model": model_path.name, "class": "boundary"},
+        "instances": {
+            "method": "agglomerate",
+            "supervoxels": flyem["supervoxels"],
+            "agglomeration": agg,
+            "min_size_nm3": 0.0,
+            "halo_nm": [halo, halo, halo],
+        },
+        "validation": {
+            "dataset": "flyem_medulla",
+            "trained_on": flyem["splits"]["train"],
+            "tuned_on": flyem["splits"]["tune"],
+            "scored_on": flyem["splits"]["test"],
+            "scores": flyem[method]["test"],
+            "other": other,
+        },
+        "training": {
+            "command": "python scripts/instance_results.py --save-preset "
+            + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in _cli_settings(args).items()),
+            "emseg": __version__,
+            "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            "forest": flyem["forest"],
+        },
+        "files": files,
+    }
+    (PRESET_DIR / "preset.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return PRESET_DIR
+
+
+def _cli_settings(args: argparse.Namespace) -> dict[str, Any]:
+    keys = ("stages", "trees", "max_depth", "min_leaf", "samples", "edge_trees", "edge_min_leaf",
+            "seed",
+            "preset_edges")  # fmt: skip
+    return {k: getattr(args, k) for k in keys}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--only", choices=("flyem", "gala"), default=None)
+    parser.add_argument("--stages", type=int, default=2, help="forest autocontext stages")
+    parser.add_argument("--trees", type=int, default=30)
+    parser.add_argument("--max-depth", type=int, default=14)
+    parser.add_argument("--min-leaf", type=int, default=1)
+    parser.add_argument("--samples", type=int, default=30_000, help="max samples per class")
+    parser.add_argument("--edge-trees", type=int, default=30)
+    parser.add_argument("--edge-min-leaf", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--boundary-model", default=None,
+                        help="FlyEM only: reuse a boundary forest saved by an earlier run of this "
+                        "script with the same settings (e.g. the preset's boundary.safetensors) "
+                        "instead of training it again")  # fmt: skip
+    parser.add_argument("--cache", default=None,
+                        help="FlyEM only: folder keeping the predicted boundary map, keyed by the "
+                        "model's digest (a rerun with the same model skips the prediction)")  # fmt: skip
+    parser.add_argument("--save-preset", action="store_true")
+    parser.add_argument("--preset-edges", choices=("auto", "mean", "learned"), default="auto",
+                        help="which agglomeration the preset ships (auto: the better one on the "
+                        "tuning split)")  # fmt: skip
+    parser.add_argument("--out", default="bench_output/instance_results.json")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("numba").setLevel(logging.WARNING)
+    results: dict[str, dict[str, Any]] = {}
+    if args.only in (None, "flyem"):
+        results["flyem"] = run_flyem(args)
+    if args.only in (None, "gala"):
+        results["gala"] = run_gala(argparse.Namespace(**{**vars(args), "boundary_model": None}))
+    if args.save_preset:
+        if "flyem" not in results:
+            parser.error("--save-preset needs the FlyEM run (leave out --only gala)")
+        path = save_preset(results["flyem"], results.get("gala"), args)
+        print(f"preset written to {path}")
+    clean = {k: {a: b for a, b in v.items() if not a.startswith("_")} for k, v in results.items()}
+    clean["settings"] = _cli_settings(args)  # type: ignore[assignment]
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(clean, indent=1))
+    print(f"\n{'data / method':<40} {'ARAND':>7} {'VOI split':>10} {'VOI merge':>10}")
+    for name, r in results.items():
+        rows = [("supervoxels only", r["oversegmentation_test"]),
+                (f"mean agglomeration t={r['mean']['threshold']}", r["mean"]["test"]),
+                (f"learned edges t={r['learned']['threshold']}", r["learned"]["test"])]  # fmt: skip
+        if "shipped_oversegmentation_test" in r:
+            rows.append(("shipped oversegmentation", r["shipped_oversegmentation_test"]))
+        for label, s in rows:
+            print(f"{name + ' ' + label:<40} {s['adapted_rand_error_cremi']:>7.4f} "
+                  f"{s['voi_split']:>10.3f} {s['voi_merge']:>10.3f}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
