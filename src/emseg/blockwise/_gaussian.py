@@ -16,6 +16,7 @@ along y, and so on. A block of 128**3 with a halo of 8 then costs about
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 
 import numba
@@ -112,6 +113,20 @@ def _correlate_last(
                 dst[a, y, p] = res[p, y]
 
 
+_local = threading.local()
+
+
+def _scratch(slot: int, shape: tuple[int, ...]) -> np.ndarray:
+    """A float32 array of `shape` in this thread's scratch slot `slot` (grown as needed)."""
+    n = int(np.prod(shape, dtype=np.int64))
+    bufs = getattr(_local, "bufs", None)
+    if bufs is None:
+        bufs = _local.bufs = [np.empty(0, np.float32), np.empty(0, np.float32)]
+    if bufs[slot].size < n:
+        bufs[slot] = np.empty(n, np.float32)
+    return bufs[slot][:n].reshape(shape)
+
+
 def gaussian_crop(
     data: np.ndarray,
     *,
@@ -161,6 +176,7 @@ def gaussian_crop(
             continue
         w = gaussian_kernel(s, int(truncate * s + 0.5))
         shape = cur.shape
+        last = all(float(sg) <= 1e-15 for sg in sigma[axis + 1 :])  # no pass after this one
         if axis == ndim - 1:
             planes = cur.reshape(-1, shape[-2] if ndim > 1 else 1, shape[-1])
             out = np.empty((*planes.shape[:2], hi - lo), np.float32)
@@ -170,7 +186,14 @@ def gaussian_crop(
             a = int(np.prod(shape[:axis], dtype=np.int64))
             b = int(np.prod(shape[axis + 1 :], dtype=np.int64))
             view = cur.reshape(a, shape[axis], b)
-            out = np.empty((a, hi - lo, b), np.float32)
+            # intermediate passes write into this thread's scratch buffers (two, used in
+            # turn, so a pass never reads what it writes): block-sized arrays are not
+            # mmapped, page-faulted and zeroed again for every block and pass
+            out = (
+                np.empty((a, hi - lo, b), np.float32)
+                if last
+                else _scratch(axis % 2, (a, hi - lo, b))
+            )
             _correlate_middle(view, w, lo, hi, out)
             cur = out.reshape((*shape[:axis], hi - lo, *shape[axis + 1 :]))
     return cur if cur.dtype == np.float32 else cur.astype(np.float32)
