@@ -97,7 +97,6 @@ def test_shipped_preset_files_are_consistent():
 
 
 @pytest.mark.data
-@pytest.mark.skipif(not (PRESET / "preset.json").exists(), reason="preset not built yet")
 def test_shipped_preset_segments_a_flyem_test_crop(data_root):
     """The shipped chain on a 16 x 96 x 96 crop of FlyEM z 80-124 (never used in training)."""
     from emseg.data import open_dataset_file
@@ -126,3 +125,23 @@ def test_shipped_preset_segments_a_flyem_test_crop(data_root):
     after = adapted_rand_error(truth, labels).error  # 0.13
     assert after < 0.5 * before
     assert after < 0.3
+
+
+@pytest.mark.data
+def test_emseg_segment_runs_the_shipped_neuron_preset(data_root, tmp_path):
+    """`segment('neurons-fibsem', ...)` end to end (blockwise, on disk) on a test-split crop."""
+    from emseg.data import open_dataset_file
+    from emseg.io import open_image, write_image
+    from emseg.metrics import adapted_rand_error
+    from emseg.presets import segment
+
+    box = (slice(100, 116), slice(80, 176), slice(80, 176))
+    image = np.asarray(open_dataset_file("flyem_medulla", "image")[box])
+    truth = np.asarray(open_dataset_file("flyem_medulla", "groundtruth")[box])
+    src = tmp_path / "crop.ome.zarr"
+    write_image(image, src, spacing=(10.0, 10.0, 10.0))
+    result = segment(src, "neurons-fibsem", tmp_path / "out", n_workers=1, progress=False)
+    labels = np.asarray(open_image(result.labels)[:])
+    assert labels.shape == truth.shape
+    assert result.n_objects > 1
+    assert adapted_rand_error(truth, labels).error < 0.3
