@@ -14,7 +14,6 @@ back without running anything from the file (no pickle).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Sequence
@@ -24,12 +23,11 @@ from typing import Any
 
 import numpy as np
 
+from emseg._safetensors_io import check_writable, read_checked, write_checked
 from emseg.errors import (
-    DatasetNotFoundError,
     EmsegTypeError,
     EmsegValueError,
     FormatError,
-    OutputExistsError,
 )
 from emseg.instance._rag import RegionAdjacencyGraph
 from emseg.instance._validate import check_labels
@@ -167,16 +165,6 @@ class _PackedEdgeModel:
         return np.asarray(self.forest.predict_proba(x))
 
 
-def _edge_digest(meta_json: str, tensors: dict[str, np.ndarray]) -> str:
-    h = hashlib.sha256()
-    h.update(meta_json.encode())
-    for name in sorted(tensors):
-        a = np.ascontiguousarray(tensors[name])
-        h.update(f"{name}|{a.dtype.str}|{a.shape}".encode())
-        h.update(a.tobytes())
-    return h.hexdigest()
-
-
 def save_edge_classifier(
     classifier: EdgeClassifier, path: str | os.PathLike[str], *, overwrite: bool = False
 ) -> Path:
@@ -203,15 +191,9 @@ def save_edge_classifier(
     EmsegTypeError
         When the classifier's model is not a random forest.
     """
-    from safetensors.numpy import save_file
-
     from emseg.semantic.forest import PackedForest
 
-    p = Path(path)
-    if p.exists() and not overwrite:
-        raise OutputExistsError(
-            f"the edge classifier file {str(p)!r} exists; pass overwrite=True or another path."
-        )
+    p = check_writable(path, what="edge classifier", overwrite=overwrite)
     model = classifier.model
     if isinstance(model, _PackedEdgeModel):
         packed = model.forest
@@ -227,23 +209,18 @@ def save_edge_classifier(
             f"the edge forest expects {packed.n_features} features; edge_features gives "
             f"{len(FEATURE_NAMES)}."
         )
-    tensors = {k: np.ascontiguousarray(v) for k, v in packed.arrays().items()}
     meta = {
         "classes": [int(c) for c in np.asarray(model.classes_).tolist()],
         "features": list(FEATURE_NAMES),
         "n_features": int(packed.n_features),
     }
-    meta_json = json.dumps(meta, sort_keys=True)
-    metadata = {
-        "format": EDGE_FORMAT,
-        "format_version": str(EDGE_FORMAT_VERSION),
-        "model": meta_json,
-        "sha256": _edge_digest(meta_json, tensors),
-    }
-    tmp = p.with_name(f".{p.name}.partial")
-    save_file(tensors, str(tmp), metadata=metadata)
-    os.replace(tmp, p)
-    return p
+    return write_checked(
+        p,
+        packed.arrays(),
+        meta_json=json.dumps(meta, sort_keys=True),
+        fmt=EDGE_FORMAT,
+        version=EDGE_FORMAT_VERSION,
+    )
 
 
 def load_edge_classifier(path: str | os.PathLike[str]) -> EdgeClassifier:
@@ -261,41 +238,17 @@ def load_edge_classifier(path: str | os.PathLike[str]) -> EdgeClassifier:
         When the file is not safetensors, names another format or version,
         fails its checksum, or holds inconsistent trees.
     """
-    from safetensors import SafetensorError, safe_open
-
     from emseg.semantic.forest import PackedForest
 
     p = Path(path)
-    if not p.is_file():
-        raise DatasetNotFoundError(f"edge classifier file {str(p)!r} does not exist.")
-    with open(p, "rb") as f:
-        head = f.read(9)
-    if len(head) < 9 or head[8:9] != b"{":
-        raise FormatError(
-            f"{str(p)!r} is not an emseg edge classifier (no safetensors header; pickle files "
-            "are never loaded)."
-        )
-    try:
-        with safe_open(str(p), framework="numpy") as f:
-            metadata = f.metadata() or {}
-            tensors = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118
-    except (SafetensorError, ValueError, OSError) as exc:
-        raise FormatError(f"{str(p)!r} is not a readable edge classifier file: {exc}.") from None
-    if metadata.get("format") != EDGE_FORMAT:
-        raise FormatError(
-            f"{str(p)!r} is not an emseg edge classifier (format={metadata.get('format')!r}, "
-            f"expected {EDGE_FORMAT!r})."
-        )
-    if metadata.get("format_version") != str(EDGE_FORMAT_VERSION):
-        raise FormatError(
-            f"{str(p)!r} has edge classifier format version {metadata.get('format_version')!r}; "
-            f"this emseg reads version {EDGE_FORMAT_VERSION}."
-        )
-    meta_json = metadata.get("model", "")
-    if _edge_digest(meta_json, tensors) != metadata.get("sha256"):
-        raise FormatError(
-            f"{str(p)!r} fails its checksum: the file was changed or damaged after it was written."
-        )
+    checked = read_checked(
+        p,
+        fmt=EDGE_FORMAT,
+        version=EDGE_FORMAT_VERSION,
+        what="emseg edge classifier",
+        fix="Retrain it with train_edge_classifier or restore the file.",
+    )
+    tensors, meta_json = checked.tensors, checked.meta_json
     try:
         meta = json.loads(meta_json)
         classes = np.asarray([int(c) for c in meta["classes"]], dtype=np.int64)

@@ -18,33 +18,24 @@ indices leave the arrays is refused with :class:`~emseg.errors.FormatError`.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import struct
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from emseg.errors import DatasetNotFoundError, FormatError, OutputExistsError
+from emseg._safetensors_io import check_writable, read_checked, write_checked
+from emseg._safetensors_io import digest as _digest  # noqa: F401 (the tests forge files)
+from emseg.errors import FormatError
 from emseg.features import FeatureSpec
 from emseg.semantic.forest._model import PixelClassifier
 from emseg.semantic.forest._packed import PackedForest
 
 FORMAT = "emseg.forest"
 FORMAT_VERSION = 1
-_MAX_HEADER = 100 * 2**20
-
-
-def _digest(model_json: str, tensors: dict[str, np.ndarray]) -> str:
-    h = hashlib.sha256()
-    h.update(model_json.encode())
-    for name in sorted(tensors):
-        a = np.ascontiguousarray(tensors[name])
-        h.update(f"{name}|{a.dtype.str}|{a.shape}".encode())
-        h.update(a.tobytes())
-    return h.hexdigest()
+_WHAT = "emseg forest model"
+_FIX = "Retrain with `emseg forest train` or restore the file."
 
 
 def save_model(
@@ -57,17 +48,11 @@ def save_model(
     OutputExistsError
         When `path` exists and `overwrite` is False.
     """
-    from safetensors.numpy import save_file
-
-    p = Path(path)
-    if p.exists() and not overwrite:
-        raise OutputExistsError(
-            f"the model file {str(p)!r} exists; pass overwrite=True (--overwrite) or another path."
-        )
+    p = check_writable(path, what="model", overwrite=overwrite)
     tensors: dict[str, np.ndarray] = {}
     for k, stage in enumerate(model.stages):
         for name, arr in stage.arrays().items():
-            tensors[f"stage{k}.{name}"] = np.ascontiguousarray(arr)
+            tensors[f"stage{k}.{name}"] = arr
     meta = {
         "spec": model.spec.to_dict(),
         "class_names": list(model.class_names),
@@ -77,33 +62,9 @@ def save_model(
         "n_features": [s.n_features for s in model.stages],
         "provenance": model.provenance,
     }
-    model_json = json.dumps(meta, sort_keys=True)
-    metadata = {
-        "format": FORMAT,
-        "format_version": str(FORMAT_VERSION),
-        "model": model_json,
-        "sha256": _digest(model_json, tensors),
-    }
-    tmp = p.with_name(f".{p.name}.partial")
-    save_file(tensors, str(tmp), metadata=metadata)
-    os.replace(tmp, p)
-    return p
-
-
-def _read_header(p: Path) -> None:
-    """Refuse anything that does not start like a safetensors file."""
-    size = p.stat().st_size
-    with open(p, "rb") as f:
-        head = f.read(9)
-    if len(head) < 9:
-        raise FormatError(f"{str(p)!r} is not an emseg model file (too short: {size} bytes).")
-    (n,) = struct.unpack("<Q", head[:8])
-    if n > min(size - 8, _MAX_HEADER) or head[8:9] != b"{":
-        raise FormatError(
-            f"{str(p)!r} is not an emseg model file (no safetensors header; pickle / joblib "
-            "files are never loaded because loading them can run code). Retrain with "
-            "`emseg forest train`."
-        )
+    return write_checked(
+        p, tensors, meta_json=json.dumps(meta, sort_keys=True), fmt=FORMAT, version=FORMAT_VERSION
+    )
 
 
 def load_model(path: str | os.PathLike[str]) -> PixelClassifier:
@@ -117,34 +78,9 @@ def load_model(path: str | os.PathLike[str]) -> PixelClassifier:
         When the file is not a safetensors file, names another format or
         version, fails its checksum, or holds inconsistent trees.
     """
-    from safetensors import SafetensorError, safe_open
-
     p = Path(path)
-    if not p.is_file():
-        raise DatasetNotFoundError(f"model file {str(p)!r} does not exist.")
-    _read_header(p)
-    try:
-        with safe_open(str(p), framework="numpy") as f:
-            metadata = f.metadata() or {}
-            tensors = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118
-    except (SafetensorError, ValueError, OSError) as exc:
-        raise FormatError(f"{str(p)!r} is not a readable model file: {exc}.") from None
-    if metadata.get("format") != FORMAT:
-        raise FormatError(
-            f"{str(p)!r} is a safetensors file but not an emseg forest model "
-            f"(format={metadata.get('format')!r}, expected {FORMAT!r})."
-        )
-    if metadata.get("format_version") != str(FORMAT_VERSION):
-        raise FormatError(
-            f"{str(p)!r} has model format version {metadata.get('format_version')!r}; this emseg "
-            f"reads version {FORMAT_VERSION}. Retrain the model or use a matching emseg."
-        )
-    model_json = metadata.get("model", "")
-    if _digest(model_json, tensors) != metadata.get("sha256"):
-        raise FormatError(
-            f"{str(p)!r} fails its checksum: the file was changed or damaged after it was "
-            "written. Retrain or restore the model."
-        )
+    checked = read_checked(p, fmt=FORMAT, version=FORMAT_VERSION, what=_WHAT, fix=_FIX)
+    tensors, model_json = checked.tensors, checked.meta_json
     try:
         meta: dict[str, Any] = json.loads(model_json)
         spec = FeatureSpec.from_dict(meta["spec"])
