@@ -63,3 +63,14 @@ def test_list_lines_show_scores(tmp_path, forest_model_file, monkeypatch):
     assert any("forest blob.safetensors (class 'blob'), trained at 10 x 10 x 10 nm" in x
                for x in lines)  # fmt: skip
     assert any("validation  ap50 1.000, pq 0.900  (test blobs)" in x for x in lines)
+
+
+def test_list_lines_name_each_split_once():
+    from emseg.cli._segment import _validation_where
+
+    val = {"dataset": "lucchi_pp", "tuned_on": "z 60-79", "scored_on": "z 60-79 (the tuning split)"}
+    assert _validation_where(val) == "lucchi_pp, scored on z 60-79 (the tuning split)"
+    val = {"dataset": "flyem_medulla", "tuned_on": "z 60-79", "scored_on": "z 80-124"}
+    assert _validation_where(val) == "flyem_medulla, scored on z 80-124, tuned on z 60-79"
+    assert _validation_where({"dataset": "d"}) == "d"
+    assert _validation_where({}) == "?"

@@ -63,10 +63,7 @@ def list_lines() -> list[str]:
         return ["no presets installed"]
     lines = []
     for p in presets:
-        val = p.validation
-        where = (
-            " ".join(str(val[k]) for k in ("dataset", "scored_on", "tuned_on") if val.get(k)) or "?"
-        )
+        where = _validation_where(p.validation)
         lines += [
             f"{p.name}: {p.description}",
             f"  segments    {p.target}",
@@ -76,6 +73,17 @@ def list_lines() -> list[str]:
             f"  validation  {_scores(p.scores)}  ({where})",
         ]
     return lines
+
+
+def _validation_where(val: dict[str, Any]) -> str:
+    """``"lucchi_pp, scored on z 60-79 (the tuning split)"``: each split once."""
+    parts = [str(val.get("dataset") or "?")]
+    scored, tuned = val.get("scored_on"), val.get("tuned_on")
+    if scored:
+        parts.append(f"scored on {scored}")
+    if tuned and str(tuned) not in str(scored or ""):
+        parts.append(f"tuned on {tuned}")
+    return ", ".join(parts)
 
 
 def _shape(values: list[int] | None) -> Any:
