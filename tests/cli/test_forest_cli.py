@@ -40,6 +40,7 @@ def test_train_then_predict(files, capsys):
     m = load_model(model)
     assert m.class_names == ("cytoplasm", "membrane")
     assert len(m.stages) == 2
+    assert m.provenance["autocontext_training"] == "out-of-fold (2 folds by stroke)"
     assert m.spacing == (40.0, 4.0, 4.0)
     # refuses to overwrite the model
     assert main(argv) == 2
@@ -94,4 +95,22 @@ def test_predict_refuses_other_spacing_and_bad_model(files, tmp_path, capsys):
         )
         == 2
     )
-    assert "not an emseg model file" in capsys.readouterr().err
+    assert "not an emseg forest model file" in capsys.readouterr().err
+
+
+def test_train_autocontext_folds(files, tmp_path, capsys):
+    root, _, _ = files
+    argv = [
+        "forest", "train", "--image", str(root / "img.ome.zarr"),
+        "--labels", str(root / "scribbles.ome.zarr"), "--out", str(tmp_path / "h.safetensors"),
+        "--scales", "4", "--mode", "2d", "--trees", "5", "--autocontext", "2",
+        "--autocontext-folds", "halves",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    m = load_model(tmp_path / "h.safetensors")
+    assert m.provenance["autocontext_training"] == "out-of-fold (2 folds by z half)"
+    assert len(m.stages) == 2
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main([*argv[:-1], "thirds"])
+    assert "invalid choice: 'thirds'" in capsys.readouterr().err

@@ -65,6 +65,13 @@ def register(sub: Any) -> None:
         choices=(1, 2, 3),
         help="number of autocontext stages (2 or 3 add smoothed probabilities as features)",
     )
+    t.add_argument(
+        "--autocontext-folds",
+        choices=("strokes", "halves"),
+        default="strokes",
+        help="out-of-fold split for autocontext training: connected strokes, or each class's "
+        "samples cut into z halves (for a sparse random subsample of dense labels)",
+    )
     t.add_argument("--class-names", nargs="+", default=None, metavar="NAME", help="names of 1..K")
     t.add_argument("--trees", type=int, default=100, help="trees per forest")
     t.add_argument("--max-depth", type=int, default=20, help="maximum tree depth (0: unlimited)")
@@ -138,6 +145,7 @@ def run_train(args: argparse.Namespace) -> int:
         spec=spec,
         class_names=args.class_names,
         stages=args.autocontext,
+        autocontext_folds=args.autocontext_folds,
         n_estimators=args.trees,
         max_depth=args.max_depth or None,
         max_samples_per_class=args.samples_per_class or None,
