@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -69,12 +68,10 @@ def _timed(fn) -> tuple[float, object]:
 
 
 def _peak_rss() -> int:
-    """Peak RSS of this process image (VmHWM; ru_maxrss keeps the parent's across exec)."""
-    try:
-        with open("/proc/self/status") as f:
-            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM"))
-    except (OSError, StopIteration):
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    """Peak RSS of this process image in bytes (VmHWM; see benchmarks/_common.py)."""
+    from _common import peak_rss_bytes
+
+    return peak_rss_bytes()
 
 
 def _label_child(src: str, out: str) -> None:

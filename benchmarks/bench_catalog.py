@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -43,6 +42,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from _common import peak_rss_bytes
 
 TILE = 50_000
 N_POINTS = 16
@@ -100,24 +101,9 @@ def build(location: str, n_objects: int, seed: int = 0) -> dict[str, float]:
         count = len(cat)
     return {
         "seconds": time.perf_counter() - t0,
-        "peak_rss_mb": _peak_rss_mb(),
+        "peak_rss_mb": peak_rss_bytes() / 2**20,
         "objects": count,
     }
-
-
-def _peak_rss_mb() -> float:
-    """This process's peak RSS: VmHWM where /proc has it.
-
-    Not ``ru_maxrss``: Linux carries the pre-exec high-water mark over ``execve``,
-    so a child started by a big parent reports the parent's RSS at fork time.
-    """
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _timed(fn, repeats: int = 3) -> dict[str, float]:

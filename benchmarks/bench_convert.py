@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
-import resource
 import shutil
 import sys
 import time
@@ -33,6 +32,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from _common import peak_rss_bytes
 
 OUT = Path("bench_output")
 CHUNKS = (64, 128, 128)
@@ -114,7 +115,7 @@ def _child(method: str, tif: str, out: str, queue: Any) -> None:
             list(pool.map(copy, regions))
         levels = 1
     seconds = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB on Linux
+    peak = peak_rss_bytes() / 2**20  # VmHWM: ru_maxrss keeps the parent's peak
     queue.put(
         {
             "seconds": seconds,

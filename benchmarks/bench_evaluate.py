@@ -34,17 +34,11 @@ from pathlib import Path
 
 import numpy as np
 
+from _common import CHILD_PRELUDE
+
 HERE = Path(__file__).resolve().parent
 
-_PEAK = """
-import resource
-def peak_mb():  # VmHWM: this process image's peak (ru_maxrss keeps the parent's across exec)
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmHWM"))
-def cpu_s():
-    ru = resource.getrusage(resource.RUSAGE_SELF)
-    return ru.ru_utime + ru.ru_stime
-"""
+_PEAK = CHILD_PRELUDE + "def peak_mb():\n    return peak_rss_bytes() / 2**20\ncpu_s = cpu_seconds\n"
 
 _CHILD_CLI = """
 import sys, time

@@ -29,23 +29,13 @@ import json
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
+from _common import peak_rss_bytes, timed
+
 CHUNKS = (64, 64, 64)
-
-
-def _timed(fn):
-    start = time.perf_counter()
-    result = fn()
-    return time.perf_counter() - start, result
-
-
-def _peak_rss() -> int:
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM"))
 
 
 # -- watershed -----------------------------------------------------------------
@@ -65,11 +55,11 @@ def bench_watershed(n: int, n_seeds: int = 1250) -> dict:
     q = ((img - img.min()) / (img.max() - img.min()) * 255).astype(np.uint8)
     seeded_watershed(img[:8, :8, :8].copy(), markers[:8, :8, :8].copy())  # compile
     seeded_watershed(q[:8, :8, :8].copy(), markers[:8, :8, :8].copy())
-    t_heap, ours = _timed(lambda: seeded_watershed(img, markers))
-    t_bucket, ours_q = _timed(lambda: seeded_watershed(q, markers))
-    t_levels, ours_l = _timed(lambda: seeded_watershed(img, markers, levels=65536))
-    t_sk, ref = _timed(lambda: watershed(img, markers, connectivity=1))
-    t_sk_q, ref_q = _timed(lambda: watershed(q, markers, connectivity=1))
+    t_heap, ours = timed(lambda: seeded_watershed(img, markers))
+    t_bucket, ours_q = timed(lambda: seeded_watershed(q, markers))
+    t_levels, ours_l = timed(lambda: seeded_watershed(img, markers, levels=65536))
+    t_sk, ref = timed(lambda: watershed(img, markers, connectivity=1))
+    t_sk_q, ref_q = timed(lambda: watershed(q, markers, connectivity=1))
     return {
         "shape": [n, n, n],
         "seeds": n_seeds,
@@ -113,7 +103,7 @@ def _components_child(src: str, out: str, block: str) -> None:
 
     image = zarr.open_array(src, mode="r")
     baseline = psutil.Process().memory_info().rss
-    t, res = _timed(
+    t, res = timed(
         lambda: components_blockwise(
             image,
             out=out,
@@ -130,7 +120,7 @@ def _components_child(src: str, out: str, block: str) -> None:
         json.dumps(
             {
                 "seconds": t,
-                "peak_rss": _peak_rss(),
+                "peak_rss": peak_rss_bytes(),
                 "baseline_rss": baseline,
                 "n": res.attrs["emseg"]["n_labels"],
             }
@@ -155,7 +145,7 @@ def bench_components(n: int, block: int = 128) -> dict:
 
         # uint8, not bool: cc3d 4.1.1's bool path mislabels some inputs (see bench_blockwise)
         mask = [(zarr.open_array(str(src), mode="r")[:] > 150).view(np.uint8)]
-        t_cc3d, n_ref = _timed(lambda: in_memory(mask[0]))
+        t_cc3d, n_ref = timed(lambda: in_memory(mask[0]))
         mask.clear()
         out = Path(tmp) / "objects.zarr"
         child = subprocess.run(
@@ -221,8 +211,8 @@ def bench_flyem() -> dict:
     gt = np.asarray(open_dataset_file("flyem_medulla", "groundtruth")[:])
     frag = np.asarray(open_dataset_file("flyem_medulla", "oversegmentation")[:]).astype(np.uint32)
     bnd = boundary_proxy(raw)
-    t_rag, rag = _timed(lambda: region_adjacency_graph(frag, bnd))
-    t_agg, res = _timed(lambda: agglomerate_graph(rag, threshold=0.5))
+    t_rag, rag = timed(lambda: region_adjacency_graph(frag, bnd))
+    t_agg, res = timed(lambda: agglomerate_graph(rag, threshold=0.5))
     thresholds = [round(x, 2) for x in np.arange(0.30, 0.71, 0.05)]
     train = _sweep(frag[:80], bnd[:80], gt[:80], thresholds)
     best = min(train, key=lambda t: train[t]["arand"])

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
-import resource
 import sys
 import time
 from pathlib import Path
@@ -18,6 +17,8 @@ from typing import Any
 
 import numpy as np
 import psutil
+
+from _common import peak_rss_bytes, reset_peak_rss
 
 
 def blocky_labels(n: int, block: int, rng: np.random.Generator, offset: int = 0) -> np.ndarray:
@@ -60,30 +61,13 @@ def _skimage(t: np.ndarray, p: np.ndarray) -> Any:
 METHODS = {"numpy_pass": _numpy_pass, "emseg_all_rand_voi": _emseg, "skimage_are_voi": _skimage}
 
 
-def _peak_rss() -> int:
-    """Peak RSS in bytes: VmHWM after a reset (a forked child's ru_maxrss is its parent's peak)."""
-    try:
-        with open("/proc/self/status") as f:
-            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM"))
-    except (OSError, StopIteration):
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
-def _reset_peak() -> None:
-    try:  # Linux >= 4.0: "5" resets the peak RSS of this process to its current RSS
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        pass
-
-
 def _child(name: str, t: np.ndarray, p: np.ndarray, q: Any) -> None:
-    _reset_peak()
+    reset_peak_rss()
     rss0 = psutil.Process().memory_info().rss
     t0 = time.perf_counter()
     out = METHODS[name](t, p)
     dt = time.perf_counter() - t0
-    peak = _peak_rss()
+    peak = peak_rss_bytes()
     q.put({"seconds": dt, "extra_memory_gb": max(0, peak - rss0) / 1e9, "result": out})
 
 

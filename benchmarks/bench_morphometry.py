@@ -31,10 +31,12 @@ from pathlib import Path
 
 import numpy as np
 
+from _common import CHILD_PRELUDE
+
 SPACING = (40.0, 4.0, 4.0)
 
 _CHILD = """
-import json, resource, sys, time
+import json, sys, time
 import numpy as np
 labels = np.load(sys.argv[2]); image = np.load(sys.argv[3])
 spacing = (40.0, 4.0, 4.0)
@@ -42,7 +44,8 @@ if sys.argv[1] == "skimage":
     from skimage.measure import regionprops_table
 else:
     from emseg.morphometry import measure
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+reset_peak_rss()
+base = peak_rss_bytes() / 2**20
 t0 = time.perf_counter()
 if sys.argv[1] == "skimage":
     t = regionprops_table(labels, image, spacing=spacing, properties=(
@@ -57,9 +60,8 @@ else:
     out = {"n": len(t), "volume": t["volume_nm3"].tolist(),
            "centroid_z": t["centroid_z_nm"].tolist(), "major": t["axis_1_nm"].tolist()}
 dt = time.perf_counter() - t0
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"seconds": dt, "peak_rss_mb": peak / 1024,
-                  "above_base_mb": (peak - base) / 1024, **out}))
+peak = peak_rss_bytes() / 2**20
+print(json.dumps({"seconds": dt, "peak_rss_mb": peak, "above_base_mb": peak - base, **out}))
 """
 
 
@@ -91,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         del labels, image
         for method in ("skimage", "emseg", "emseg_geometry"):
             out = subprocess.run(
-                [sys.executable, "-c", _CHILD, method, str(lp), str(ip)],
+                [sys.executable, "-c", CHILD_PRELUDE + _CHILD, method, str(lp), str(ip)],
                 capture_output=True,
                 text=True,
                 check=True,
