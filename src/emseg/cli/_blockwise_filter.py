@@ -5,7 +5,15 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from emseg.cli._common import add_command, add_execution, add_overwrite, add_spacing
+from emseg.cli._common import (
+    add_block_options,
+    add_command,
+    add_execution,
+    add_overwrite,
+    add_spacing,
+    blockwise_kwargs,
+    one_or_all,
+)
 
 DESCRIPTION = """\
 Gaussian or median filter of an image of any size, block by block, into an
@@ -58,34 +66,6 @@ def register(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
-def add_block_options(
-    p: argparse.ArgumentParser, *, block_default: str = "chunks grown to ~128^3"
-) -> None:
-    p.add_argument(
-        "--block",
-        nargs="+",
-        type=int,
-        default=None,
-        metavar="N",
-        help=f"block (write region) shape in voxels, z y x; default: {block_default}",
-    )
-    p.add_argument(
-        "--chunks",
-        nargs="+",
-        type=int,
-        default=None,
-        metavar="N",
-        help="output chunk shape, z y x (default 64^3, or 256^2 in 2D)",
-    )
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-
-
-def _one_or_all(values: list[float] | list[int] | None) -> Any:
-    if values is None:
-        return None
-    return values[0] if len(values) == 1 else tuple(values)
-
-
 def run(args: argparse.Namespace) -> int:
     from emseg.blockwise import gaussian_filter, median_filter
     from emseg.errors import EmsegValueError
@@ -94,25 +74,17 @@ def run(args: argparse.Namespace) -> int:
     common = {
         "unit": args.unit,
         "out": args.output,
-        "block_shape": _one_or_all(args.block),
-        "chunks": _one_or_all(args.chunks),
-        "n_workers": args.workers,
-        "scheduler": args.scheduler,
-        "resume": args.resume,
-        "overwrite": args.overwrite,
-        "progress": not args.no_progress,
+        **blockwise_kwargs(args),
     }
     if args.op == "gaussian":
         if args.sigma is None or args.size is not None:
             raise EmsegValueError("`--op gaussian` needs --sigma (and no --size); e.g. --sigma 8.")
         image = open_image(args.input, spacing=args.spacing)
-        out = gaussian_filter(
-            image, sigma=_one_or_all(args.sigma), truncate=args.truncate, **common
-        )
+        out = gaussian_filter(image, sigma=one_or_all(args.sigma), truncate=args.truncate, **common)
     else:
         if args.size is None or args.sigma is not None:
             raise EmsegValueError("`--op median` needs --size (and no --sigma); e.g. --size 12.")
         image = open_image(args.input, spacing=args.spacing)
-        out = median_filter(image, size=_one_or_all(args.size), **common)
+        out = median_filter(image, size=one_or_all(args.size), **common)
     print(f"wrote {args.output}: {args.op}, shape {tuple(out.shape)}, dtype {out.dtype}")
     return 0

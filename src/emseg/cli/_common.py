@@ -54,3 +54,48 @@ def add_execution(parser: argparse.ArgumentParser, *, resume: bool = True) -> No
             action="store_true",
             help="continue a killed job, skipping blocks already written",
         )
+
+
+def add_block_options(
+    p: argparse.ArgumentParser, *, block_default: str = "chunks grown to ~128^3"
+) -> None:
+    """--block / --chunks / --no-progress for verbs that write a blockwise output."""
+    p.add_argument(
+        "--block",
+        nargs="+",
+        type=int,
+        default=None,
+        metavar="N",
+        help=f"block (write region) shape in voxels, z y x; default: {block_default}",
+    )
+    p.add_argument(
+        "--chunks",
+        nargs="+",
+        type=int,
+        default=None,
+        metavar="N",
+        help="output chunk shape, z y x (default 64^3, or 256^2 in 2D)",
+    )
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def one_or_all(values: list[float] | list[int] | None) -> Any:
+    """None, one value (when one was given) or a tuple: for options that take 1 or ndim values."""
+    if values is None:
+        return None
+    return values[0] if len(values) == 1 else tuple(values)
+
+
+def blockwise_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """The blockwise engine's keyword arguments from --block, --chunks, --no-progress,
+    --workers, --scheduler, --resume and --overwrite (:func:`add_block_options`,
+    :func:`add_execution`, :func:`add_overwrite`)."""
+    return {
+        "block_shape": one_or_all(args.block),
+        "chunks": one_or_all(args.chunks),
+        "n_workers": args.workers,
+        "scheduler": args.scheduler,
+        "resume": args.resume,
+        "overwrite": args.overwrite,
+        "progress": not args.no_progress,
+    }

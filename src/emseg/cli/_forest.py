@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from emseg.cli._common import add_command, add_execution, add_overwrite, add_spacing
+from emseg.cli._common import (
+    add_command,
+    add_execution,
+    add_overwrite,
+    add_spacing,
+    blockwise_kwargs,
+)
 
 DESCRIPTION = """\
 Random-forest pixel classification (ilastik-like), without deep learning.
@@ -113,12 +119,6 @@ def register(sub: Any) -> None:
     r.set_defaults(func=run_predict)
 
 
-def _one_or_all(values: list[int] | None) -> Any:
-    if values is None:
-        return None
-    return values[0] if len(values) == 1 else tuple(values)
-
-
 def run_train(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -174,13 +174,7 @@ def run_predict(args: argparse.Namespace) -> int:
         class_map_out=args.class_map,
         rescale=args.rescale,
         dtype=args.dtype,
-        block_shape=_one_or_all(args.block),
-        chunks=_one_or_all(args.chunks),
-        n_workers=args.workers,
-        scheduler=args.scheduler,
-        resume=args.resume,
-        overwrite=args.overwrite,
-        progress=not args.no_progress,
+        **blockwise_kwargs(args),
     )
     extra = f" and {args.class_map}" if args.class_map else ""
     print(f"wrote {args.output}{extra}: shape {tuple(out.shape)}, dtype {out.dtype}")

@@ -5,8 +5,15 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from emseg.cli._blockwise_filter import _one_or_all, add_block_options
-from emseg.cli._common import add_command, add_execution, add_overwrite, add_spacing
+from emseg.cli._common import (
+    add_block_options,
+    add_command,
+    add_execution,
+    add_overwrite,
+    add_spacing,
+    blockwise_kwargs,
+    one_or_all,
+)
 
 METHODS = ("components", "watershed", "agglomerate", "mws", "link2d")
 
@@ -129,15 +136,9 @@ def run(args: argparse.Namespace) -> int:
     image = open_image(args.input, spacing=args.spacing)
     common: dict[str, Any] = {
         "out": args.output,
-        "block_shape": _one_or_all(args.block),
-        "chunks": _one_or_all(args.chunks),
-        "n_workers": args.workers,
-        "scheduler": args.scheduler,
-        "resume": args.resume,
-        "overwrite": args.overwrite,
-        "progress": not args.no_progress,
+        **blockwise_kwargs(args),
     }
-    halo = _one_or_all(args.halo)
+    halo = one_or_all(args.halo)
     eight_bit = np.dtype(image.dtype) == np.uint8
     threshold = args.threshold
     if threshold is None and args.method != "agglomerate":

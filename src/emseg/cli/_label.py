@@ -5,8 +5,14 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from emseg.cli._blockwise_filter import _one_or_all, add_block_options
-from emseg.cli._common import add_command, add_execution, add_overwrite, add_spacing
+from emseg.cli._common import (
+    add_block_options,
+    add_command,
+    add_execution,
+    add_overwrite,
+    add_spacing,
+    blockwise_kwargs,
+)
 
 DESCRIPTION = """\
 Connected components of a binary (or thresholded) volume of any size, block
@@ -53,13 +59,7 @@ def run(args: argparse.Namespace) -> int:
         out=args.output,
         threshold=args.threshold,
         connectivity=args.connectivity,
-        block_shape=_one_or_all(args.block),
-        chunks=_one_or_all(args.chunks),
-        n_workers=args.workers,
-        scheduler=args.scheduler,
-        resume=args.resume,
-        overwrite=args.overwrite,
-        progress=not args.no_progress,
+        **blockwise_kwargs(args),
     )
     n = out.attrs["emseg"]["n_labels"]
     print(f"wrote {args.output}: {n} objects, shape {tuple(out.shape)}, uint64")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from emseg.cli._common import add_command, add_execution, add_overwrite
+from emseg.cli._common import add_command, add_execution, add_overwrite, blockwise_kwargs
 
 DESCRIPTION = """\
 Per-class probabilities of an image of any size, by tiles with Gaussian
@@ -47,12 +47,6 @@ def register(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
-def _shape(values: list[int] | None) -> Any:
-    if values is None:
-        return None
-    return values[0] if len(values) == 1 else tuple(values)
-
-
 def run(args: argparse.Namespace) -> int:
     from emseg.io import open_image
     from emseg.semantic.deep import load_model, predict_blockwise
@@ -70,13 +64,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch,
         tta=args.tta,
         precision="bf16" if args.bf16 else "fp32",
-        block_shape=_shape(args.block),
-        chunks=_shape(args.chunks),
-        n_workers=args.workers,
-        scheduler=args.scheduler,
-        resume=args.resume,
-        overwrite=args.overwrite,
-        progress=not args.no_progress,
+        **blockwise_kwargs(args),
     )
     print(
         f"wrote {args.output}: {out.shape[0]} channels ({', '.join(model.output_names)}), "

@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from emseg.cli._common import add_command, add_execution, add_overwrite, add_spacing
+from emseg.cli._common import (
+    add_command,
+    add_execution,
+    add_overwrite,
+    add_spacing,
+    blockwise_kwargs,
+)
 
 DESCRIPTION = """\
 Chain blockwise prediction and blockwise instance segmentation with a
@@ -86,12 +92,6 @@ def _validation_where(val: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
-def _shape(values: list[int] | None) -> Any:
-    if values is None:
-        return None
-    return values[0] if len(values) == 1 else tuple(values)
-
-
 def run(args: argparse.Namespace) -> int:
     from emseg.errors import EmsegValueError
 
@@ -111,13 +111,7 @@ def run(args: argparse.Namespace) -> int:
         args.output,
         spacing=args.spacing,
         rescale=args.rescale,
-        block_shape=_shape(args.block),
-        chunks=_shape(args.chunks),
-        n_workers=args.workers,
-        scheduler=args.scheduler,
-        resume=args.resume,
-        overwrite=args.overwrite,
-        progress=not args.no_progress,
+        **blockwise_kwargs(args),
     )
     print(
         f"wrote {result.labels}: {result.n_objects} objects (preset {result.preset}); "
