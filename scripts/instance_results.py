@@ -179,6 +179,13 @@ def cached_boundary_map(model: PixelClassifier, image: np.ndarray, cache: str | 
     return out
 
 
+def forest_record(model: PixelClassifier, args: argparse.Namespace) -> dict[str, Any]:
+    """The boundary forest's settings, as recorded in the results JSON."""
+    return {"stages": args.stages, "trees": args.trees, "max_depth": args.max_depth,
+            "min_samples_leaf": args.min_leaf, "samples_per_class": args.samples,
+            "scales_nm": list(model.spec.scales), "mode": model.spec.mode}  # fmt: skip
+
+
 def _relabel(rag: Any, fragments: np.ndarray, threshold: float, weights: Any = None) -> np.ndarray:
     agg = agglomerate_graph(rag, threshold=threshold, edge_weights=weights)
     return agg.lookup(int(fragments.max()))[fragments]
@@ -287,9 +294,7 @@ def run_pipeline(
     seg_learned = _relabel(rag, frag, t_learned, 1 - clf.merge_probability(rag))
     result = {
         "dataset": name,
-        "forest": {"stages": args.stages, "trees": args.trees, "max_depth": args.max_depth,
-                   "min_samples_leaf": args.min_leaf, "samples_per_class": args.samples,
-                   "scales_nm": list(model.spec.scales), "mode": model.spec.mode},
+        "forest": forest_record(model, args),
         "boundary_accuracy": pixel,
         "supervoxels": sv,
         "tuning": tuning,
@@ -376,9 +381,7 @@ def run_flyem(args: argparse.Namespace) -> dict[str, Any]:
         "dataset": "flyem_medulla",
         "splits": {"train": "z 0-59", "tune": "z 60-79", "test": "z 80-124"},
         "protocol": "whole volume segmented once; crops scored",
-        "forest": {"stages": args.stages, "trees": args.trees, "max_depth": args.max_depth,
-                   "min_samples_leaf": args.min_leaf, "samples_per_class": args.samples,
-                   "scales_nm": list(model.spec.scales), "mode": model.spec.mode},
+        "forest": forest_record(model, args),
         "boundary_accuracy": pixel,
         "supervoxels": sv,
         "tuning": tuning,
