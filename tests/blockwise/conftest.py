@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -32,3 +39,39 @@ def assert_same_labels():
             assert int(ours.max()) == n
 
     return check
+
+
+def chunk_files(root: Path) -> dict[str, bytes]:
+    """Every chunk file of the level-0 array under `root` (not the journal, not metadata)."""
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted((root / "0" / "c").rglob("*"))
+        if p.is_file()
+    }
+
+
+def run_script(script: Path, *args: str) -> subprocess.CompletedProcess:
+    """Run `script` with this Python to the end; output captured as text."""
+    return subprocess.run(
+        [sys.executable, str(script), *args], capture_output=True, text=True, timeout=300
+    )
+
+
+def kill_when(script: Path, args: list[str], done_dir: Path, at_least: int) -> None:
+    """Start `script`; SIGKILL it once `done_dir` holds `at_least` entries (a job's journal)."""
+    proc = subprocess.Popen(
+        [sys.executable, str(script), *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            if done_dir.exists() and len(os.listdir(done_dir)) >= at_least:
+                break
+            if proc.poll() is not None:
+                pytest.fail(f"the job ended before it could be killed: {proc.stderr.read()!r}")
+            time.sleep(0.005)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+        proc.stderr.close()
+    assert proc.returncode == -signal.SIGKILL

@@ -8,16 +8,13 @@ labels in the journal's scratch, face pairs) the resumed job must reuse.
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 import textwrap
-import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 import zarr
+
+from .conftest import chunk_files, kill_when, run_script
 
 pytestmark = pytest.mark.slow
 
@@ -42,20 +39,6 @@ SCRIPT = textwrap.dedent(
 )
 
 
-def _chunk_files(root: Path) -> dict[str, bytes]:
-    return {
-        str(p.relative_to(root)): p.read_bytes()
-        for p in sorted((root / "0" / "c").rglob("*"))
-        if p.is_file()
-    }
-
-
-def _run(script: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(script), *args], capture_output=True, text=True, timeout=300
-    )
-
-
 @pytest.mark.parametrize("stage", ["components", "faces"])
 def test_label_killed_in_early_pass_resumes_identically(tmp_path, stage):
     rng = np.random.default_rng(4)
@@ -65,36 +48,19 @@ def test_label_killed_in_early_pass_resumes_identically(tmp_path, stage):
     script = tmp_path / "job.py"
     script.write_text(SCRIPT)
     full, killed = tmp_path / "full.zarr", tmp_path / "killed.zarr"
-    r = _run(script, str(src), str(full), "0", stage)
+    r = run_script(script, str(src), str(full), "0", stage)
     assert r.returncode == 0, r.stderr
 
     n_blocks = 64
     done_dir = killed / ".emseg-journal" / stage
-    proc = subprocess.Popen(
-        [sys.executable, str(script), str(src), str(killed), "0", stage],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline:
-            if done_dir.exists() and len(os.listdir(done_dir)) >= 10:
-                break
-            if proc.poll() is not None:
-                pytest.fail(f"the job ended before it could be killed: {proc.stderr.read()!r}")
-            time.sleep(0.005)
-        os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        proc.wait()
-        proc.stderr.close()
-    assert proc.returncode == -signal.SIGKILL
+    kill_when(script, [str(src), str(killed), "0", stage], done_dir, 10)
     done = len([n for n in os.listdir(done_dir) if n.isdigit()])
     assert 10 <= done < n_blocks  # killed midway through the pass
     assert not (killed / ".emseg-journal" / "relabel").exists()
 
-    r = _run(script, str(src), str(killed), "1", stage)
+    r = run_script(script, str(src), str(killed), "1", stage)
     assert r.returncode == 0, r.stderr
     assert zarr.open_array(str(killed / "0")).attrs["emseg"]["complete"] is True
-    files = _chunk_files(full)
+    files = chunk_files(full)
     assert files
-    assert _chunk_files(killed) == files
+    assert chunk_files(killed) == files

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 import textwrap
-import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 import zarr
+
+from .conftest import chunk_files, kill_when, run_script
 
 pytestmark = pytest.mark.slow
 
@@ -50,41 +47,6 @@ SCRIPT = textwrap.dedent(
 )
 
 
-def _files(root: Path) -> dict[str, bytes]:
-    """Every chunk file of the level-0 array (not the journal, not metadata)."""
-    return {
-        str(p.relative_to(root)): p.read_bytes()
-        for p in sorted((root / "0" / "c").rglob("*"))
-        if p.is_file()
-    }
-
-
-def _run(script: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(script), *args], capture_output=True, text=True, timeout=300
-    )
-
-
-def _kill_when(script: Path, args: list[str], done_dir: Path, at_least: int) -> None:
-    proc = subprocess.Popen(
-        [sys.executable, str(script), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
-    try:
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline:
-            if done_dir.exists() and len(os.listdir(done_dir)) >= at_least:
-                break
-            if proc.poll() is not None:
-                pytest.fail(f"the job ended before it could be killed: {proc.stderr.read()!r}")
-            time.sleep(0.005)
-        os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        proc.wait()
-        proc.stdout.close()
-        proc.stderr.close()
-    assert proc.returncode == -signal.SIGKILL
-
-
 @pytest.mark.parametrize(
     ("job", "stage", "at_least", "n_blocks"),
     [("map", "map", 12, 64), ("label", "relabel", 12, 64)],
@@ -100,10 +62,10 @@ def test_kill_and_resume_is_byte_identical(tmp_path, job, stage, at_least, n_blo
     src[:] = data if job == "map" else (data > 170).astype(np.uint8)
     full = tmp_path / "full.zarr"
     killed = tmp_path / "killed.zarr"
-    r = _run(script, job, str(tmp_path / "in.zarr"), str(full), "0")
+    r = run_script(script, job, str(tmp_path / "in.zarr"), str(full), "0")
     assert r.returncode == 0, r.stderr
 
-    _kill_when(
+    kill_when(
         script,
         [job, str(tmp_path / "in.zarr"), str(killed), "0"],
         killed / ".emseg-journal" / stage,
@@ -113,11 +75,11 @@ def test_kill_and_resume_is_byte_identical(tmp_path, job, stage, at_least, n_blo
     assert at_least <= done < n_blocks  # killed midway
     assert zarr.open_array(str(killed / "0")).attrs["emseg"]["complete"] is False
     # without --resume the partial output is not touched
-    r = _run(script, job, str(tmp_path / "in.zarr"), str(killed), "0")
+    r = run_script(script, job, str(tmp_path / "in.zarr"), str(killed), "0")
     assert r.returncode != 0
     assert "OutputExistsError" in r.stderr
-    r = _run(script, job, str(tmp_path / "in.zarr"), str(killed), "1")
+    r = run_script(script, job, str(tmp_path / "in.zarr"), str(killed), "1")
     assert r.returncode == 0, r.stderr
     assert zarr.open_array(str(killed / "0")).attrs["emseg"]["complete"] is True
-    assert _files(killed) == _files(full)
-    assert len(_files(full)) > 0
+    assert chunk_files(killed) == chunk_files(full)
+    assert len(chunk_files(full)) > 0
