@@ -8,6 +8,8 @@
 # selects its model on the validation split only (ISBI 2012 sections 24-29,
 # Lucchi++ z 60-79) and writes card.json with the validation scores; the ISBI
 # V_rand / V_info of the membrane model are added to its card below.
+# A model with configs/<name>-finetune.yaml (mitochondria) gets a second stage
+# that fine-tunes the first at a lower learning rate; the second stage ships.
 # Set EMSEG_THREADS to limit torch threads.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,6 +32,23 @@ for name in "${models[@]}"; do
   if [ ! -f "$out/model.safetensors" ]; then
     "$EMSEG" train "${args[@]}"
   fi
+  # optional stage 2: configs/<name>-finetune.yaml fine-tunes stage 1 (init_from runs/<name>)
+  if [ -f "configs/$name-finetune.yaml" ]; then
+    if [ "$RUNS" != "runs" ]; then
+      echo "$name: the fine-tuning stage reads runs/$name (init_from); run with RUNS=runs" >&2
+      exit 2
+    fi
+    ft="$RUNS/$name-finetune"
+    ftargs=(configs/"$name"-finetune.yaml "$ft" --no-progress)
+    [ -n "$THREADS" ] && ftargs+=(--threads "$THREADS")
+    if [ -f "$ft/checkpoints/last/state.json" ] && [ ! -f "$ft/model.safetensors" ]; then
+      ftargs+=(--resume)
+    elif [ -d "$ft" ] && [ ! -f "$ft/model.safetensors" ]; then
+      ftargs+=(--overwrite)
+    fi
+    [ -f "$ft/model.safetensors" ] || "$EMSEG" train "${ftargs[@]}"
+    out="$ft"
+  fi
   # full validation scores (ISBI V_rand / V_info for membranes) into the card
   "$PY" - "$name" "$out" <<'PYEOF'
 import json, sys
@@ -37,7 +56,9 @@ import numpy as np
 from emseg.semantic.deep import evaluate, load_config, load_model
 from emseg.io import open_image
 name, out = sys.argv[1], sys.argv[2]
-cfg = load_config(f"configs/{name}.yaml")
+import os
+cfg_path = f"configs/{name}-finetune.yaml"
+cfg = load_config(cfg_path if os.path.exists(cfg_path) else f"configs/{name}.yaml")
 model = load_model(out)
 z0, z1 = cfg.data.val_z
 img = open_image(cfg.data.image, spacing=cfg.data.spacing)[z0:z1]
