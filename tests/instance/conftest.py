@@ -33,3 +33,24 @@ def _ellipse_stack(rng, n_sections=10, shape=(48, 64)):
 def ellipse_stack():
     """``ellipse_stack(rng) -> (truth, sections)``: drifting ellipses with per-section ids."""
     return _ellipse_stack
+
+
+def cell_grid(seed: int, *, shape: tuple[int, int, int], cell: int):
+    """Square cells (truth) with membranes of random strength (0.3-0.9) and noisy interiors.
+
+    Returns ``(truth, boundary, supervoxels, rag)``; used by the edge-classifier tests.
+    """
+    from emseg.instance import region_adjacency_graph, supervoxels
+
+    rng = np.random.default_rng(seed)
+    truth = np.zeros(shape, np.int64)
+    bnd = rng.random(shape).astype(np.float32) * 0.1
+    k = 0
+    for y0 in range(0, shape[1], cell):
+        for x0 in range(0, shape[2], cell):
+            k += 1
+            truth[:, y0 : y0 + cell, x0 : x0 + cell] = k
+            bnd[:, y0 + cell - 1, x0 : x0 + cell] = rng.uniform(0.3, 0.9)
+            bnd[:, y0 : y0 + cell, x0 + cell - 1] = rng.uniform(0.3, 0.9)
+    frag = supervoxels(bnd, seeds="minima", sigma_nm=0.7)
+    return truth, bnd, frag, region_adjacency_graph(frag, bnd)

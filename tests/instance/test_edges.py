@@ -11,10 +11,11 @@ from emseg.instance import (
     edge_features,
     edge_labels,
     region_adjacency_graph,
-    supervoxels,
     train_edge_classifier,
 )
 from emseg.metrics import adapted_rand_error
+
+from .conftest import cell_grid
 
 
 def test_edge_labels_hand_case():
@@ -30,19 +31,7 @@ def test_edge_labels_hand_case():
 
 def _volume(seed):
     """4 x 4 cells (truth) with membranes of random strength (0.3-0.9) and noisy interiors."""
-    rng = np.random.default_rng(seed)
-    shape = (6, 32, 32)
-    truth = np.zeros(shape, np.int64)
-    bnd = rng.random(shape).astype(np.float32) * 0.1
-    k = 0
-    for y0 in range(0, 32, 8):
-        for x0 in range(0, 32, 8):
-            k += 1
-            truth[:, y0 : y0 + 8, x0 : x0 + 8] = k
-            bnd[:, y0 + 7, x0 : x0 + 8] = rng.uniform(0.3, 0.9)
-            bnd[:, y0 : y0 + 8, x0 + 7] = rng.uniform(0.3, 0.9)
-    frag = supervoxels(bnd, seeds="minima", sigma_nm=0.7)
-    return truth, bnd, frag, region_adjacency_graph(frag, bnd)
+    return cell_grid(seed, shape=(6, 32, 32), cell=8)
 
 
 def test_classifier_learns_from_one_volume_and_helps_on_another():

@@ -19,21 +19,13 @@ from emseg.instance import (
     train_edge_classifier,
 )
 
+from .conftest import cell_grid
+
 
 def _example(seed: int):
     """4 x 4 cells with membranes of random strength and noisy interiors."""
-    rng = np.random.default_rng(seed)
-    truth = np.zeros((4, 24, 24), np.int64)
-    bnd = rng.random(truth.shape).astype(np.float32) * 0.1
-    k = 0
-    for y0 in range(0, 24, 6):
-        for x0 in range(0, 24, 6):
-            k += 1
-            truth[:, y0 : y0 + 6, x0 : x0 + 6] = k
-            bnd[:, y0 + 5, x0 : x0 + 6] = rng.uniform(0.3, 0.9)
-            bnd[:, y0 : y0 + 6, x0 + 5] = rng.uniform(0.3, 0.9)
-    frag = supervoxels(bnd, seeds="minima", sigma_nm=0.7)
-    return region_adjacency_graph(frag, bnd), frag, truth
+    truth, _, frag, rag = cell_grid(seed, shape=(4, 24, 24), cell=6)
+    return rag, frag, truth
 
 
 def test_edge_classifier_round_trip_equals_sklearn(tmp_path):
