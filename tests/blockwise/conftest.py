@@ -58,14 +58,15 @@ def run_script(script: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 def kill_when(script: Path, args: list[str], done_dir: Path, at_least: int) -> None:
-    """Start `script`; SIGKILL it once `done_dir` holds `at_least` entries (a job's journal)."""
+    """Start `script`; SIGKILL it once `done_dir` (a job's journal) records `at_least` blocks."""
     proc = subprocess.Popen(
         [sys.executable, str(script), *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
     try:
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline:
-            if done_dir.exists() and len(os.listdir(done_dir)) >= at_least:
+            # finished blocks only: a journal also holds temporary files while it writes
+            if done_dir.exists() and sum(n.isdigit() for n in os.listdir(done_dir)) >= at_least:
                 break
             if proc.poll() is not None:
                 pytest.fail(f"the job ended before it could be killed: {proc.stderr.read()!r}")
