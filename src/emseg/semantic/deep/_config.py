@@ -37,6 +37,14 @@ class DataConfig:
     by the loss (sparse labels). Empty map: raw values are the classes.
     ``train_z`` / ``val_z`` are ``[start, stop)`` section ranges of the same
     volume (or of ``val_image`` / ``val_labels`` when given).
+
+    ``orientations`` lists the views of the training slab that patches are
+    drawn from, each an axis order of ``"zyx"`` whose first axis is the one
+    sliced: ``"zyx"`` (xy planes, the default), ``"yzx"`` (zx planes) and
+    ``"xzy"`` (zy planes). All three train a 2D network for tri-planar
+    prediction of isotropic volumes (``predict_image(..., planes=3)``).
+    Each batch comes from one orientation drawn at random; views other than
+    ``"zyx"`` read the training slab into memory.
     """
 
     image: str = ""
@@ -53,8 +61,20 @@ class DataConfig:
     batch_size: int = 4
     foreground_fraction: float = 0.33
     samples_per_class: int = 100_000
+    orientations: tuple[str, ...] = ("zyx",)
 
     def __post_init__(self) -> None:
+        if not self.orientations or len(set(self.orientations)) != len(self.orientations):
+            raise _fail(
+                "data.orientations",
+                f"must list distinct orientations; got {list(self.orientations)}",
+            )
+        for o in self.orientations:
+            if sorted(o) != ["x", "y", "z"]:
+                raise _fail(
+                    "data.orientations",
+                    f"each entry is an axis order of 'zyx' (e.g. 'zyx', 'yzx', 'xzy'); got {o!r}",
+                )
         if len(self.class_names) < 1:
             raise _fail("data.class_names", "needs at least one class name")
         if len(self.patch_shape) not in (2, 3) or any(p < 1 for p in self.patch_shape):

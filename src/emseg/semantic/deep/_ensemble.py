@@ -40,7 +40,9 @@ def predict_ensemble(models: Sequence[Model], image: Any, **kwargs: Any) -> np.n
 def predict_triplanar(model: Model, volume: Any, **kwargs: Any) -> np.ndarray:
     """A 2D model applied to the xy, xz and yz planes of a volume, averaged.
 
-    For (roughly) isotropic volumes (FIB-SEM), as HIVE-Net and empanada do.
+    For (roughly) isotropic volumes (FIB-SEM), as HIVE-Net and empanada do;
+    ``predict_image(model, volume, planes=3, **kwargs)`` (also blockwise:
+    ``predict_blockwise(..., planes=3)``).
 
     Parameters
     ----------
@@ -58,16 +60,9 @@ def predict_triplanar(model: Model, volume: Any, **kwargs: Any) -> np.ndarray:
         raise EmsegValueError(
             f"`model` must be a 2D network for a tri-planar ensemble; got {model.dim}D."
         )
-    vol = np.asarray(volume[...])
-    if vol.ndim != 3:
-        raise EmsegValueError(f"`volume` must be 3D (Z, Y, X); got shape {vol.shape}.")
-    xy = predict_image(model, vol, **kwargs)
-    # xz planes: put y first, predict, move back
-    xz = predict_image(model, np.ascontiguousarray(vol.transpose(1, 0, 2)), **kwargs)
-    yz = predict_image(model, np.ascontiguousarray(vol.transpose(2, 0, 1)), **kwargs)
-    xz = xz.transpose(0, 2, 1, 3)
-    yz = yz.transpose(0, 2, 3, 1)
-    return ((xy + xz + yz) / 3.0).astype(np.float32)
+    if len(volume.shape) != 3:
+        raise EmsegValueError(f"`volume` must be 3D (Z, Y, X); got shape {tuple(volume.shape)}.")
+    return predict_image(model, volume, planes=3, **kwargs)
 
 
 def majority_vote(class_maps: Sequence[Any]) -> np.ndarray:

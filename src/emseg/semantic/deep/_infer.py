@@ -294,6 +294,115 @@ def _importance(tile: tuple[int, ...]) -> np.ndarray:
     return w
 
 
+#: The views of a volume a tri-planar prediction averages: axis orders of (z, y, x) whose
+#: first axis is the one sliced (xy planes, zx planes, zy planes); as ``data.orientations``.
+PLANES_3 = ("zyx", "yzx", "xzy")
+
+
+def plane_orientations(planes: int) -> tuple[str, ...]:
+    """The orientations (axis orders of ``"zyx"``) of a 1- or 3-plane prediction."""
+    if planes not in (1, 3):
+        raise EmsegValueError(
+            f"`planes` must be 1 (xy planes) or 3 (xy, zx and zy planes, averaged); got {planes!r}."
+        )
+    return PLANES_3[:planes]
+
+
+def _axis_order(orientation: str) -> tuple[int, ...]:
+    return tuple("zyx".index(c) for c in orientation)
+
+
+class _Transposed:
+    """Read-only view of a 3D array with permuted axes; reads only the box asked for."""
+
+    def __init__(self, array: Any, order: tuple[int, ...]) -> None:
+        self.array, self.order = array, order
+        self.shape = tuple(int(array.shape[a]) for a in order)
+
+    def __getitem__(self, key: tuple[slice, ...]) -> np.ndarray:
+        src: list[slice] = [slice(None)] * 3
+        for i, a in enumerate(self.order):
+            src[a] = key[i]
+        return np.asarray(self.array[tuple(src)]).transpose(self.order)
+
+
+def _check_planes(model: Model, shape: Sequence[int], planes: int) -> tuple[str, ...]:
+    orientations = plane_orientations(planes)
+    if planes != 1 and (model.dim != 2 or len(shape) != 3):
+        raise EmsegValueError(
+            f"`planes`={planes} (tri-planar prediction) needs a 2D network and a 3D (Z, Y, X) "
+            f"image; got a {model.dim}D network and an image of shape {tuple(shape)}. Use planes=1."
+        )
+    return orientations
+
+
+def oriented_tiles(
+    model: Model,
+    shape: Sequence[int],
+    tile_shape: Sequence[int] | None,
+    orientations: Sequence[str],
+) -> dict[str, tuple[int, ...]]:
+    """:func:`effective_tile` of each orientation's view of a (lifted) volume of `shape`.
+
+    Tiles are in the view's axis order (e.g. (1, Z, X) for ``"yzx"``).
+    """
+    out = {}
+    for o in orientations:
+        order = _axis_order(o)
+        out[o] = effective_tile(model, tuple(shape[a] for a in order), tile_shape)
+    return out
+
+
+def predict_planes(
+    predictor: Predictor,
+    image: Any,
+    *,
+    shape: tuple[int, ...],
+    begin: Sequence[int],
+    end: Sequence[int],
+    tiles: dict[str, tuple[int, ...]],
+    overlap: float,
+) -> np.ndarray:
+    """:func:`predict_box` on each orientation's view of the volume, averaged.
+
+    Parameters
+    ----------
+    tiles : dict of orientation to tile
+        From :func:`oriented_tiles`; ``{"zyx": tile}`` is plain :func:`predict_box`.
+
+    Returns
+    -------
+    (C, *box) ndarray of float32
+        The mean over orientations (each blended over its own global tile grid,
+        so a box gets the same values in memory and blockwise).
+    """
+    acc: np.ndarray | None = None
+    for o, tile in tiles.items():
+        order = _axis_order(o)
+        if order == (0, 1, 2):
+            p = predict_box(
+                predictor, image, shape=shape, begin=begin, end=end, tile=tile, overlap=overlap
+            )
+        else:
+            view = _Transposed(image, order)
+            p = predict_box(
+                predictor,
+                view,
+                shape=view.shape,
+                begin=tuple(begin[a] for a in order),
+                end=tuple(end[a] for a in order),
+                tile=tile,
+                overlap=overlap,
+            )
+            back = tuple(int(i) for i in np.argsort(order))
+            p = np.ascontiguousarray(p.transpose(0, *(1 + b for b in back)))
+        acc = p if acc is None else np.add(acc, p, out=acc)
+    assert acc is not None
+    if len(tiles) > 1:
+        acc /= np.float32(len(tiles))
+    return acc
+
+
 def predict_image(
     model: Model,
     image: Any,
@@ -304,6 +413,7 @@ def predict_image(
     tta: bool = False,
     precision: Precision = "fp32",
     channels_last: bool = True,
+    planes: int = 1,
 ) -> np.ndarray:
     """Probabilities of a whole image in memory, by blended tiles.
 
@@ -324,19 +434,26 @@ def predict_image(
         bf16 autocast (faster on CPUs with AVX512-BF16 / AMX; slightly less exact).
     channels_last : bool, default True
         Channels-last memory format (faster oneDNN convolutions).
+    planes : {1, 3}, default 1
+        3: tri-planar prediction of a 2D network on an isotropic volume, the
+        mean of its predictions on the xy, zx and zy planes (the volume
+        transposed so that z, y and x in turn are sliced; ``tile_shape``
+        applies to each view). Three times the work of 1. Train such a model
+        with ``data.orientations: [zyx, yzx, xzy]``.
 
     Returns
     -------
     (C, Z, Y, X) or (C, Y, X) ndarray of float32
         Per-output probabilities in [0, 1] (softmax over classes, or sigmoid).
     """
+    orientations = _check_planes(model, image.shape, planes)
     shape = _lift(image.shape)
-    tile = effective_tile(model, shape, tile_shape)
+    tiles = oriented_tiles(model, shape, tile_shape, orientations)
     pred = Predictor(
         model, batch_size=batch_size, tta=tta, precision=precision, channels_last=channels_last
     )
-    out = predict_box(
-        pred, image, shape=shape, begin=(0, 0, 0), end=shape, tile=tile, overlap=overlap
+    out = predict_planes(
+        pred, image, shape=shape, begin=(0, 0, 0), end=shape, tiles=tiles, overlap=overlap
     )
     return out[:, 0] if len(image.shape) == 2 else out
 
@@ -390,13 +507,13 @@ class _TileTask:
         blocking: Any,
         journal: Any,
         shape: tuple[int, ...],
-        tile: tuple[int, ...],
+        tiles: dict[str, tuple[int, ...]],
         overlap: float,
         dtype: str,
     ) -> None:
         self.predictor, self.image, self.outs = predictor, image, outs
         self.blocking, self.journal = blocking, journal
-        self.shape, self.tile, self.overlap, self.dtype = shape, tile, overlap, dtype
+        self.shape, self.tiles, self.overlap, self.dtype = shape, tiles, overlap, dtype
 
     def __call__(self, block_id: int) -> None:
         block = self.blocking[block_id]
@@ -404,13 +521,13 @@ class _TileTask:
         flat = len(self.image.shape) == 2
         begin = (0, *roi.begin) if flat else roi.begin
         end = (1, *roi.end) if flat else roi.end
-        probs = predict_box(
+        probs = predict_planes(
             self.predictor,
             self.image,
             shape=self.shape,
             begin=begin,
             end=end,
-            tile=self.tile,
+            tiles=self.tiles,
             overlap=self.overlap,
         )
         if flat:
@@ -442,6 +559,7 @@ def predict_blockwise(
     resume: bool = False,
     overwrite: bool = False,
     progress: bool = True,
+    planes: int = 1,
 ) -> Any:
     """Probabilities of a volume of any size, block by block, into OME-Zarr.
 
@@ -460,8 +578,11 @@ def predict_blockwise(
         Also write the class map (uint8 label image, see :func:`class_map`).
     dtype : {"float16", "uint8", "float32"}, default "float16"
         float16 probabilities, or uint8 ``round(255 p)``.
-    tile_shape, overlap, batch_size, tta, precision, channels_last
-        As for :func:`predict_image`.
+    tile_shape, overlap, batch_size, tta, precision, channels_last, planes
+        As for :func:`predict_image`. With ``planes=3`` every block predicts
+        the tiles of the three views that touch it; the default blocks then
+        span three tile strides of every view along every axis (for a
+        volume of a few tile sides: the whole volume), chunks 64^3.
     block_shape, chunks, n_workers, scheduler, resume, overwrite, progress
         As for :func:`emseg.blockwise.map_blocks` (`chunks` spatial; default
         64^3, or (8, 256, 256) for a 2D network on a 3D volume). Each worker
@@ -493,10 +614,12 @@ def predict_blockwise(
     check_choice(dtype, ("float16", "uint8", "float32"), name="dtype")
     img = as_input(image)
     shape = check_inputs([img], ["image"])
+    orientations = _check_planes(model, shape, planes)
     lifted = _lift(shape)
-    tile = effective_tile(model, lifted, tile_shape)
+    tiles = oriented_tiles(model, lifted, tile_shape, orientations)
+    tile = tiles["zyx"]
     sp = input_spacing(img, None, len(shape))
-    if chunks is None and model.dim == 2 and len(shape) == 3:
+    if chunks is None and model.dim == 2 and len(shape) == 3 and planes == 1:
         chunks = (min(8, shape[0]), min(256, shape[1]), min(256, shape[2]))
     spatial_chunks = _spatial_chunks(chunks, shape)
     names = model.output_names
@@ -508,6 +631,7 @@ def predict_blockwise(
         "overlap": overlap,
         "tta": tta,
         "precision": precision,
+        "planes": planes,
         "outputs": names,
         "model": model.provenance.get("name", model.config.name),
         "class_map": class_map_out is not None,
@@ -544,6 +668,13 @@ def predict_blockwise(
         )
     if block_shape is None:
         block_shape = prediction_block_shape(shape, tile, overlap, spatial_chunks)
+        for view, t in tiles.items():  # other views: their tiles in the volume's axis order
+            order = _axis_order(view)
+            t_vol = [0, 0, 0]
+            for i, a in enumerate(order):
+                t_vol[a] = t[i]
+            other = prediction_block_shape(shape, tuple(t_vol), overlap, spatial_chunks)
+            block_shape = tuple(max(a, b) for a, b in zip(block_shape, other, strict=True))
     blocking = Blocking(shape, block_shape)
     predictor = Predictor(
         model, batch_size=batch_size, tta=tta, precision=precision, channels_last=channels_last
@@ -560,7 +691,7 @@ def predict_blockwise(
                 blocking,
                 journal,
                 lifted,
-                tile,
+                tiles,
                 overlap,
                 dtype,
             )

@@ -298,10 +298,88 @@ def plot_curves(history: list[dict[str, float]], path: str | os.PathLike[str]) -
     plt.close(fig)
 
 
+def orientation_samplers(
+    image: Any,
+    labels: Any,
+    *,
+    orientations: tuple[str, ...],
+    patch_shape: tuple[int, ...],
+    z_range: tuple[int, int],
+    divisor: tuple[int, ...],
+    positions: list[np.ndarray] | None = None,
+    foreground_fraction: float = 0.0,
+) -> list[PatchSampler]:
+    """One :class:`PatchSampler` per orientation of the training slab ``z_range``.
+
+    ``"zyx"`` samples `image` lazily as it is. Another orientation (an axis
+    order such as ``"yzx"``: sections along y, planes (z, x)) reads the slab
+    into memory and transposes it, so patches never leave the slab. Its patch
+    is cropped, per axis, to the largest multiple of the network's `divisor`
+    that fits the transposed slab (e.g. (1, 256, 256) -> (1, 56, 256) for zx
+    planes of a 60-section slab with divisor 8), so patches are not padded.
+    Class positions (for `foreground_fraction`) are transposed with the slab.
+
+    Returns
+    -------
+    list of PatchSampler
+        In the order of `orientations`.
+    """
+    out = []
+    slab: tuple[np.ndarray, np.ndarray] | None = None
+    ps = tuple(int(p) for p in patch_shape)
+    ps = (1, *ps) if len(ps) == 2 else ps
+    div = tuple(divisor)
+    div3 = (1, *div) if len(div) == 2 else div
+    for o in orientations:
+        if o == "zyx":
+            out.append(
+                PatchSampler(
+                    image,
+                    labels,
+                    patch_shape=ps,
+                    z_range=z_range,
+                    positions=positions,
+                    foreground_fraction=foreground_fraction,
+                )
+            )
+            continue
+        if len(image.shape) != 3:
+            raise EmsegValueError(
+                f"config field `data.orientations` {o!r} needs a 3D image; got shape "
+                f"{tuple(image.shape)}. Use orientations: [zyx] for 2D images."
+            )
+        z0, z1 = z_range
+        if slab is None:
+            slab = (np.asarray(image[z0:z1]), np.asarray(labels[z0:z1]))
+        perm = tuple("zyx".index(c) for c in o)
+        img_t = np.ascontiguousarray(slab[0].transpose(perm))
+        lab_t = np.ascontiguousarray(slab[1].transpose(perm))
+        crop = tuple(
+            p if n >= p or n < d else n // d * d
+            for p, n, d in zip(ps, img_t.shape, div3, strict=True)
+        )
+        pos_t = None
+        if positions is not None:
+            pos_t = [(p - np.array([z0, 0, 0]))[:, list(perm)] for p in positions]
+        out.append(
+            PatchSampler(
+                img_t,
+                lab_t,
+                patch_shape=crop,
+                z_range=(0, img_t.shape[0]),
+                positions=pos_t,
+                foreground_fraction=foreground_fraction,
+            )
+        )
+    return out
+
+
 def _batch(
-    run: _Run, sampler: PatchSampler, rng: np.random.Generator, model: Model
+    run: _Run, samplers: list[PatchSampler], rng: np.random.Generator, model: Model
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     cfg = run.cfg
+    # one orientation per batch (its patches share a shape); a single one draws nothing
+    sampler = samplers[int(rng.integers(len(samplers)))] if len(samplers) > 1 else samplers[0]
     xs, ts, ms = [], [], []
     for _ in range(cfg.data.batch_size):
         for _attempt in range(10):
@@ -450,11 +528,13 @@ def train(
             samples_per_class=d.samples_per_class,
             seed=cfg.seed,
         )
-    sampler = PatchSampler(
+    samplers = orientation_samplers(
         run.image,
         run.labels,
+        orientations=d.orientations,
         patch_shape=d.patch_shape,
         z_range=run.train_z,
+        divisor=model.network.plan.divisor,
         positions=positions,
         foreground_fraction=d.foreground_fraction,
     )
@@ -486,7 +566,7 @@ def train(
     if precision is None:
         precision = cfg.precision
         if precision == "auto":
-            x, t, m = _batch(run, sampler, np.random.default_rng(cfg.seed + 1), model)
+            x, t, m = _batch(run, samplers, np.random.default_rng(cfg.seed + 1), model)
             precision, timings = choose_precision(model, x, t, m)
             log.info(
                 "precision auto: %s (fp32 %.3fs, bf16 %.3fs per step)",
@@ -507,7 +587,7 @@ def train(
     step = state["step"]
     try:
         while step < s.steps:
-            x, t, m = _batch(run, sampler, rng, model)
+            x, t, m = _batch(run, samplers, rng, model)
             opt.zero_grad(set_to_none=True)
             loss = _loss(model, x, t, m, precision == "bf16")
             loss.backward()
