@@ -211,36 +211,35 @@ def test_bool_input_where_cc3d_binary_path_fails(connectivity, assert_same_label
     assert_same_labels(out[:], reference(img, connectivity))
 
 
-@pytest.mark.parametrize("dtype", [np.uint16, np.uint32, np.uint64])
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.uint32, np.uint64])
 @pytest.mark.parametrize("shape", [(7, 5, 6), (9, 11), (1, 4, 4)])
-def test_scratch_labels_round_trip(tmp_path, monkeypatch, dtype, shape):
+def test_scratch_block_round_trip(tmp_path, monkeypatch, dtype, shape):
+    """One scratch file per block: boundary planes (raw, by offset) then the labels (LZ4)."""
     from emseg.blockwise import _labels
 
     rng = np.random.default_rng(0)
-    labels = rng.integers(0, 2**15, size=shape).astype(dtype)
+    labels = rng.integers(0, min(2**15, np.iinfo(dtype).max), size=shape).astype(dtype)
     labels[0] = 0
-    path = tmp_path / "b.labels"
-    _labels._save_labels(path, labels)
-    np.testing.assert_array_equal(_labels._load_labels(path, shape), labels)
-    # several compressed slabs: one plane per slab
-    monkeypatch.setattr(_labels, "_SLAB_BYTES", 1)
-    _labels._save_labels(path, labels)
-    back = _labels._load_labels(path, shape)
-    assert back.dtype == labels.dtype
-    np.testing.assert_array_equal(back, labels)
-
-
-@pytest.mark.parametrize("shape", [(3, 4, 5), (6, 7)])
-def test_boundary_planes_round_trip(tmp_path, shape):
-    from emseg.blockwise import _labels
-
-    labels = np.arange(np.prod(shape), dtype=np.uint32).reshape(shape)
-    path = tmp_path / "b.planes"
-    _labels._save_planes(path, labels, np.dtype(np.uint32))
-    for axis in range(len(shape)):
-        for last, index in ((False, 0), (True, -1)):
-            plane = _labels._load_plane(path, shape, axis, last, np.dtype(np.uint32))
-            np.testing.assert_array_equal(plane, np.take(labels, index, axis=axis))
+    path = tmp_path / "b.block"
+    plane_dtype = np.dtype(np.uint32)
+    offset = _labels._planes_nbytes(shape, plane_dtype)
+    for slab_bytes in (2**20, 1):  # one slab; one plane per slab
+        monkeypatch.setattr(_labels, "_SLAB_BYTES", slab_bytes)
+        _labels._save_block(path, labels, plane_dtype)
+        back = _labels._load_labels(path, shape, offset=offset)
+        assert back.dtype == labels.dtype
+        np.testing.assert_array_equal(back, labels)
+        for axis in range(len(shape)):
+            for last, index in ((False, 0), (True, -1)):
+                plane = _labels._load_plane(path, shape, axis, last, plane_dtype)
+                assert plane.dtype == plane_dtype
+                np.testing.assert_array_equal(plane, np.take(labels, index, axis=axis))
+    # into a thread's reused buffer: the same values, and the buffer is reused
+    buffers = _labels._ThreadBuffers()
+    first = _labels._load_labels(path, shape, buffers, offset=offset)
+    np.testing.assert_array_equal(first, labels)
+    again = _labels._load_labels(path, shape, buffers, offset=offset)
+    assert np.shares_memory(first, again)
 
 
 def test_touching_pairs_hand_case():

@@ -165,10 +165,22 @@ class ChunkIO:
             self.compressor.decode(raw, out=out.reshape(-1).view(np.uint8))
         return out
 
-    def read(self, slices: Sequence[slice]) -> np.ndarray:
-        """The voxels of `slices` (step 1, inside the array) as a new C-ordered array."""
+    def read(self, slices: Sequence[slice], *, out: np.ndarray | None = None) -> np.ndarray:
+        """The voxels of `slices` (step 1, inside the array) as a C-ordered array.
+
+        With `out` (an array of the region's shape and the array's dtype, e.g.
+        a buffer reused from block to block), the voxels are written into it
+        and it is returned; otherwise into a new array.
+        """
         slices = [slice(*sl.indices(n)[:2]) for sl, n in zip(slices, self.shape, strict=True)]
-        out = np.empty(tuple(sl.stop - sl.start for sl in slices), self.dtype)
+        shape = tuple(sl.stop - sl.start for sl in slices)
+        if out is None:
+            out = np.empty(shape, self.dtype)
+        elif out.shape != shape or out.dtype != self.dtype:
+            raise ValueError(
+                f"`out` must have the region's shape {shape} and dtype {self.dtype}; "
+                f"got {out.shape} and {out.dtype}"
+            )
         if out.size == 0:
             return out
         buf = np.empty(self.chunks, self.dtype)
@@ -255,4 +267,6 @@ def _all_equal(chunk: np.ndarray, value: np.ndarray) -> bool:
     """zarr's empty-chunk test: every element equals the fill value (NaN equals NaN)."""
     if chunk.dtype.kind == "f" and np.isnan(value):
         return bool(np.isnan(chunk).all())
+    if value == 0:  # the common fill value: a reduction, no chunk-sized temporary
+        return not chunk.any()  # -0.0 counts as 0 and NaN as not 0, as with ==
     return bool((chunk == value).all())

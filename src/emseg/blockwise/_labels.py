@@ -113,11 +113,24 @@ def parse_connectivity(connectivity: int | None, ndim: int) -> int:
     return int(connectivity)
 
 
-def foreground(data: np.ndarray, threshold: float | None) -> np.ndarray:
-    """Foreground voxels: ``data > threshold``, or ``data != 0`` without a threshold."""
+def foreground(
+    data: np.ndarray, threshold: float | None, *, out: np.ndarray | None = None
+) -> np.ndarray:
+    """Foreground voxels: ``data > threshold``, or ``data != 0`` without a threshold.
+
+    With `out` (a bool array of the shape of `data`), the mask is written into it.
+    """
     if threshold is None:
-        return data != 0
-    return data > threshold
+        return np.not_equal(data, 0, out=out)
+    return np.greater(data, threshold, out=out)
+
+
+def _small_dtype(n: int) -> np.dtype:
+    """The smallest unsigned dtype that holds the ids ``0..n``."""
+    for dtype in (np.uint8, np.uint16, np.uint32):
+        if n <= np.iinfo(dtype).max:
+            return np.dtype(dtype)
+    return np.dtype(np.uint64)
 
 
 def _block_components(
@@ -126,18 +139,45 @@ def _block_components(
     threshold: float | None,
     connectivity: int,
     reader: ChunkIO | None = None,
+    buffers: _ThreadBuffers | None = None,
 ) -> tuple[np.ndarray, int]:
-    """cc3d of the block's foreground: local ids 1..n in raster order of first voxels."""
+    """cc3d of the block's foreground: local ids 1..n in raster order of first voxels.
+
+    The labels come back in the smallest dtype that holds ``n`` (uint8 for
+    fewer than 256 components): the copies that pass 1 stores and pass 3
+    reads back are then 2-4x smaller than cc3d's uint16 / uint32 output.
+    With `buffers`, the input, the mask and the labels use this thread's
+    reused arrays (the labels are valid until the thread's next block).
+    """
     import cc3d
 
-    fg = foreground(read_block(image, block.write_roi, reader=reader), threshold)
+    shape = block.write_roi.shape
+    if buffers is not None and reader is not None:
+        data = reader.read(
+            block.write_roi.to_slices(), out=buffers.get("input", shape, reader.dtype)
+        )
+    else:
+        data = read_block(image, block.write_roi, reader=reader)
+    mask = None
+    if buffers is not None:
+        # a one-byte input read into this thread's buffer becomes its own mask
+        # (elementwise, in place): one block-sized array less per worker
+        own = reader is not None and data.dtype.itemsize == 1
+        mask = data.view(np.bool_) if own else buffers.get("mask", shape, np.bool_)
+    fg = foreground(data, threshold, out=mask)
     # The mask is passed as uint8 (a view, no copy), never as bool: cc3d 4.1's
     # binary path (bool input or binary_image=True) mislabels background in 2D
     # with 8-connectivity and can fail in 3D with 26 (tested in test_labels.py).
     labels, n = cc3d.connected_components(  # type: ignore[call-overload]
         fg.view(np.uint8), connectivity=connectivity, return_N=True
     )
-    return labels, int(n)
+    n = int(n)
+    dtype = _small_dtype(n)
+    if labels.dtype == dtype:
+        return labels, n
+    small = np.empty(shape, dtype) if buffers is None else buffers.get("small", shape, dtype)
+    np.copyto(small, labels, casting="unsafe")  # ids <= n: exact
+    return small, n
 
 
 class _ComponentsTask:
@@ -159,20 +199,54 @@ class _ComponentsTask:
         self.threshold = threshold
         self.connectivity = connectivity
         self.reader = ChunkIO.of(image)  # None: read through zarr / numpy
+        self.buffers = _ThreadBuffers()
 
     def __call__(self, block_id: int) -> None:
         block = self.blocking[block_id]
         labels, n = _block_components(
-            self.image, block, self.threshold, self.connectivity, self.reader
+            self.image, block, self.threshold, self.connectivity, self.reader, self.buffers
         )
-        _save_planes(self.faces / f"{block_id}.planes", labels, _plane_dtype(self.blocking))
-        _save_labels(self.faces / f"{block_id}.labels", labels)
+        _save_block(self.faces / f"{block_id}.block", labels, _plane_dtype(self.blocking))
         self.journal.mark_done("components", block_id, np.int64(n))
+        if os.environ.get("EXP_TRIM1"):
+            _trim_heap()
+
+
+#: Default block size of :func:`label` (voxels): 2**20 (e.g. 128 x 128 x 64) instead of
+#: the 2**21 of other jobs. cc3d then labels a block in uint16 (its estimate of the
+#: provisional labels stays below 2**16 on most data; 2**21-voxel blocks get uint32),
+#: so a worker holds about 5 MiB instead of 13 MiB in pass 1.
+_LABEL_BLOCK_VOXELS = 2**20
+
+#: Pass 3 maps stored labels to ids through ``np.take`` on about this many index bytes at a time.
+_TAKE_BYTES = 2**18
+
+
+def _trim_heap() -> None:
+    """Give the C heap's free memory back to the operating system (glibc only; else a no-op).
+
+    Called between passes: the blocks of one pass leave freed buffers in
+    the allocator's per-thread arenas, which would otherwise stay resident
+    under the next pass's own buffers (peak memory = the sum instead of the
+    larger of the two).
+    """
+    import ctypes
+    import ctypes.util
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):  # not glibc (e.g. musl): nothing to do
+        return
+    trim(0)
 
 
 #: Version of the scratch files in a label job's journal (recorded with the job's
 #: parameters: a journal written by another version is refused, not misread).
-_SCRATCH_FORMAT = 2
+_SCRATCH_FORMAT = 3
 
 #: Scratch copies of the block labels are compressed in slabs of about this many
 #: bytes: Blosc takes buffers below 2 GiB, and each slab's compressed buffer is
@@ -187,18 +261,37 @@ def _scratch_codec() -> Any:
     return numcodecs.Blosc(cname="lz4", clevel=5, shuffle=numcodecs.Blosc.NOSHUFFLE)
 
 
-def _save_labels(path: Path, labels: np.ndarray) -> None:
-    """Store a block's local labels (compressed) for the last pass.
+def _planes_nbytes(shape: tuple[int, ...], dtype: np.dtype) -> int:
+    """Bytes of the boundary planes that start a block's scratch file."""
+    return (
+        2 * sum(math.prod(shape[:a] + shape[a + 1 :]) for a in range(len(shape))) * dtype.itemsize
+    )
 
-    Layout: the dtype's character code (1 byte), the number of planes along
-    axis 0 per slab (8 bytes, little endian), then per slab its compressed
-    length (8 bytes) and its Blosc bytes.
+
+def _save_block(path: Path, labels: np.ndarray, plane_dtype: np.dtype) -> None:
+    """Store what pass 1 keeps of a block: its boundary planes and its labels, in one file.
+
+    One file per block, written to a temporary name and renamed (a block's
+    scratch is complete or absent; creating a file is the costly part of
+    writing a small one). Layout:
+
+    - the boundary planes in `plane_dtype`, raw: first plane of axis 0,
+      last plane of axis 0, first of axis 1, ... (read back one plane at a
+      time by offset, :func:`_load_plane`);
+    - the labels, compressed (:func:`_load_labels` with ``offset`` =
+      :func:`_planes_nbytes`): their dtype's character code (1 byte), the
+      number of planes along axis 0 per slab (8 bytes, little endian), then
+      per slab its compressed length (8 bytes) and its Blosc bytes.
     """
     codec = _scratch_codec()
     labels = np.ascontiguousarray(labels)
     step = max(1, _SLAB_BYTES // max(1, labels[0].nbytes))
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
     with open(tmp, "wb") as f:
+        for axis in range(labels.ndim):
+            for index in (0, -1):
+                plane = np.take(labels, index, axis=axis)
+                f.write(np.ascontiguousarray(plane, dtype=plane_dtype).data)
         f.write(labels.dtype.char.encode())
         f.write(step.to_bytes(8, "little"))
         for z in range(0, labels.shape[0], step):
@@ -209,14 +302,20 @@ def _save_labels(path: Path, labels: np.ndarray) -> None:
 
 
 def _load_labels(
-    path: Path, shape: tuple[int, ...], buffers: _ThreadBuffers | None = None
+    path: Path,
+    shape: tuple[int, ...],
+    buffers: _ThreadBuffers | None = None,
+    *,
+    offset: int = 0,
 ) -> np.ndarray:
-    """The labels stored by :func:`_save_labels` for a block of `shape`.
+    """The labels stored by :func:`_save_block` for a block of `shape`.
 
-    With `buffers`, they are decoded into this thread's reused array.
+    `offset` is where they start in the file (:func:`_planes_nbytes`). With
+    `buffers`, they are decoded into this thread's reused array.
     """
     codec = _scratch_codec()
     with open(path, "rb") as f:
+        f.seek(offset)
         dtype = np.dtype(f.read(1).decode())
         if buffers is None:
             out = np.empty(shape, dtype=dtype)
@@ -235,26 +334,10 @@ def _plane_dtype(blocking: Blocking) -> np.dtype:
     return np.dtype(np.uint32 if math.prod(blocking.block_shape) < 2**32 else np.uint64)
 
 
-def _save_planes(path: Path, labels: np.ndarray, dtype: np.dtype) -> None:
-    """Store a block's first and last plane along each axis as one raw file.
-
-    Order: first plane of axis 0, last plane of axis 0, first of axis 1, ...
-    (raw bytes: read back one plane at a time by offset, with no header to
-    parse; :func:`_load_plane`).
-    """
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
-    with open(tmp, "wb") as f:
-        for axis in range(labels.ndim):
-            for index in (0, -1):
-                plane = np.ascontiguousarray(np.take(labels, index, axis=axis), dtype=dtype)
-                f.write(plane.data)
-    os.replace(tmp, path)
-
-
 def _load_plane(
     path: Path, shape: tuple[int, ...], axis: int, last: bool, dtype: np.dtype
 ) -> np.ndarray:
-    """One boundary plane of a block of `shape` stored by :func:`_save_planes`."""
+    """One boundary plane of a block of `shape` stored by :func:`_save_block`."""
     sizes = [math.prod(shape[:a] + shape[a + 1 :]) for a in range(len(shape))]
     index = 2 * sum(sizes[:axis]) + (sizes[axis] if last else 0)
     plane = np.fromfile(path, dtype=dtype, count=sizes[axis], offset=index * dtype.itemsize)
@@ -269,12 +352,13 @@ def _plane_offsets(n_inplane: int, max_diagonal: int) -> list[tuple[int, ...]]:
     ]
 
 
-def _drop(roi: Roi, axis: int) -> Roi:
-    return Roi(roi.begin[:axis] + roi.begin[axis + 1 :], roi.shape[:axis] + roi.shape[axis + 1 :])
-
-
 class _FacesTask:
-    """Pass 2: the id pairs that touch across the block's lower faces (global ids)."""
+    """Pass 2: the id pairs that touch across the block's lower faces (global ids).
+
+    Block extents are computed with plain integers (no Block / Roi objects:
+    this pass is mostly Python and runs under the GIL), and each plane is
+    read from its block's scratch file by offset.
+    """
 
     def __init__(
         self, faces: Path, blocking: Blocking, journal: Journal, connectivity: int
@@ -283,51 +367,75 @@ class _FacesTask:
         self.blocking = blocking
         self.journal = journal
         ndim = blocking.ndim
+        self.diagonal = _CONNECTIVITY[ndim][connectivity] > 0
         self.offsets = _plane_offsets(ndim - 1, _CONNECTIVITY[ndim][connectivity])
         self.budget = math.prod(blocking.block_shape)
         self.dtype = _plane_dtype(blocking)
 
-    def _plane(self, block: Block, axis: int, last: bool) -> np.ndarray:
-        """A boundary plane of a block, in global ids."""
-        path = self.faces / f"{block.block_id}.planes"
-        plane = _load_plane(path, block.write_roi.shape, axis, last, self.dtype)
-        plane = plane.astype(np.uint64)
-        np.add(plane, np.uint64(block.block_id * self.budget), out=plane, where=plane > 0)
-        return plane
+    def _extent(self, pos: Sequence[int]) -> tuple[list[int], list[int]]:
+        """Begin and end of the write region of the block at grid position `pos`."""
+        bl = self.blocking
+        begin = [r + p * b for r, p, b in zip(bl.roi.begin, pos, bl.block_shape, strict=True)]
+        end = [min(x + b, e) for x, b, e in zip(begin, bl.block_shape, bl.roi.end, strict=True)]
+        return begin, end
 
-    def _lower_plane(self, block: Block, axis: int) -> tuple[np.ndarray, Roi]:
-        """The plane just below the block along `axis`, one voxel wider in-plane."""
-        w = block.write_roi
-        grown = _drop(w.grow(1), axis).intersect(_drop(self.blocking.roi, axis))
-        lower = np.zeros(grown.shape, dtype=np.uint64)
-        pos = block.position
-        ranges = [
-            [pos[a] - 1] if a == axis else [p for p in (pos[a] - 1, pos[a], pos[a] + 1)]
-            for a in range(w.ndim)
-        ]
+    def _plane(self, block_id: int, shape: tuple[int, ...], axis: int, last: bool) -> np.ndarray:
+        """A boundary plane of a block, in local ids (plane dtype)."""
+        return _load_plane(self.faces / f"{block_id}.block", shape, axis, last, self.dtype)
+
+    def _lower_plane(
+        self, pos: tuple[int, ...], begin: list[int], end: list[int], axis: int
+    ) -> tuple[np.ndarray, list[int]]:
+        """The plane just below the block along `axis`, in global ids, one voxel wider in-plane.
+
+        Returns the plane and, per in-plane axis, where the block starts in
+        it (0 at the region's border, else 1). With face-only connectivity
+        only the neighbour straight below is read (the rim is never used).
+        """
+        bl = self.blocking
+        inplane = [k for k in range(bl.ndim) if k != axis]
+        g0 = [max(begin[k] - 1, bl.roi.begin[k]) for k in inplane]
+        g1 = [min(end[k] + 1, bl.roi.end[k]) for k in inplane]
+        lower = np.zeros([b - a for a, b in zip(g0, g1, strict=True)], dtype=np.uint64)
+        ranges = []
+        for k in range(bl.ndim):
+            if k == axis:
+                ranges.append([pos[k] - 1])
+            elif self.diagonal:
+                near = (pos[k] - 1, pos[k], pos[k] + 1)
+                ranges.append([q for q in near if 0 <= q < bl.grid_shape[k]])
+            else:
+                ranges.append([pos[k]])
         for q in itertools.product(*ranges):
-            if any(not 0 <= x < g for x, g in zip(q, self.blocking.grid_shape, strict=True)):
-                continue
-            nb = self.blocking[self.blocking.block_id(q)]
-            nroi = _drop(nb.write_roi, axis)
-            part = nroi.intersect(grown)
-            if part.empty:
-                continue
-            plane = self._plane(nb, axis, last=True)
-            lower[part.relative_to(grown)] = plane[part.relative_to(nroi)]
-        return lower, grown
+            qb, qe = self._extent(q)
+            src, dst = [], []
+            for i, k in enumerate(inplane):
+                lo, hi = max(qb[k], g0[i]), min(qe[k], g1[i])
+                if hi <= lo:
+                    break
+                src.append(slice(lo - qb[k], hi - qb[k]))
+                dst.append(slice(lo - g0[i], hi - g0[i]))
+            else:
+                nid = bl.block_id(q)
+                shape = tuple(e - b for b, e in zip(qb, qe, strict=True))
+                part = self._plane(nid, shape, axis, last=True)[tuple(src)]
+                offset = np.uint64(nid * self.budget)
+                np.add(part, offset, out=lower[tuple(dst)], where=part != 0)
+        shift = [begin[k] - g0[i] for i, k in enumerate(inplane)]
+        return lower, shift
 
     def __call__(self, block_id: int) -> None:
-        block = self.blocking[block_id]
-        w = block.write_roi
+        pos = self.blocking.position(block_id)
+        begin, end = self._extent(pos)
+        shape = tuple(e - b for b, e in zip(begin, end, strict=True))
         found = []
-        for axis in range(w.ndim):
-            if block.position[axis] == 0:
+        for axis in range(len(pos)):
+            if pos[axis] == 0:
                 continue
-            up = self._plane(block, axis, last=False)
-            lo, grown = self._lower_plane(block, axis)
-            inplane = _drop(w, axis)
-            shift = [b - g for b, g in zip(inplane.begin, grown.begin, strict=True)]  # 0 or 1
+            local = self._plane(block_id, shape, axis, last=False)
+            up = local.astype(np.uint64)
+            np.add(up, np.uint64(block_id * self.budget), out=up, where=local != 0)
+            lo, shift = self._lower_plane(pos, begin, end, axis)
             for d in self.offsets:
                 su, sl = [], []
                 for k, dk in enumerate(d):
@@ -420,8 +528,12 @@ class _RelabelTask:
 
     def __call__(self, block_id: int) -> None:
         block = self.blocking[block_id]
+        shape = block.write_roi.shape
         labels = _load_labels(
-            self.faces / f"{block_id}.labels", block.write_roi.shape, self.buffers
+            self.faces / f"{block_id}.block",
+            shape,
+            self.buffers,
+            offset=_planes_nbytes(shape, _plane_dtype(self.blocking)),
         )
         n = int(self.counts[block_id])
         offset = np.uint64(block_id) * self.budget
@@ -432,11 +544,22 @@ class _RelabelTask:
         def fill(region: tuple[slice, ...], buffer: np.ndarray) -> None:
             # the uint64 ids go straight into the writer's chunk buffer: the
             # block's ids are never all in memory, and no page is faulted in
-            # per block ("clip": unbuffered, the ids are all in range)
-            np.take(lut, labels[region], out=buffer, mode="clip")
+            # per block ("clip": unbuffered, the ids are all in range). np.take
+            # converts the indices to intp first: a few planes at a time, so
+            # that this copy stays small (_TAKE_BYTES).
+            src = labels[region]
+            step = max(1, _TAKE_BYTES // max(1, 8 * math.prod(src.shape[1:])))
+            index = self.buffers.get("index", (step, *src.shape[1:]), np.intp)
+            for z in range(0, src.shape[0], step):
+                part = src[z : z + step]
+                idx = index[: part.shape[0]]
+                np.copyto(idx, part)  # into a reused buffer: np.take allocates no copy
+                np.take(lut, idx, out=buffer[z : z + step], mode="clip")
 
         _write_by_chunks(self.out, block.write_roi, fill, writer=self.writer, buffers=self.buffers)
         self.journal.mark_done("relabel", block_id)
+        if os.environ.get("EXP_TRIM3"):
+            _trim_heap()
 
 
 def _write_by_chunks(
@@ -566,7 +689,7 @@ def label(
         raise EmsegValueError(f"`threshold` must be a finite number; got {threshold!r}.")
     out_chunks = resolve_chunks(out, chunks, shape)
     if block_shape is None:
-        block_shape = default_block_shape(shape, out_chunks)
+        block_shape = default_block_shape(shape, out_chunks, target_voxels=_LABEL_BLOCK_VOXELS)
     blocking = Blocking(shape, block_shape, roi=roi)
     job: dict[str, Any] = {
         "job": "label",
@@ -611,6 +734,7 @@ def label(
             progress=progress,
             desc="label 1/3 components",
         )
+        _trim_heap()
         run_blocks(
             _FacesTask(faces, blocking, journal, conn),
             output.todo("faces", n_blocks),
@@ -626,6 +750,8 @@ def label(
         nodes, roots, removed = merge_pairs(pairs.astype(np.uint64))
         n_labels = int(counts.sum()) - int(removed.size)
         log.info("label: %d objects (%d merged across blocks)", n_labels, removed.size)
+        del found, pairs
+        _trim_heap()
         run_blocks(
             _RelabelTask(output.array, faces, blocking, journal, counts, nodes, roots, removed),
             output.todo("relabel", n_blocks),
