@@ -2,8 +2,12 @@
 
 The pipeline (the ``neurons-fibsem`` preset's chain):
 
-1. **Boundary map**: a random forest (:mod:`emseg.semantic.forest`, 3D
-   ilastik-like features in nm, optional autocontext) trained on boundary
+1. **Boundary map**: either (FlyEM, ``--boundary deep``, the shipped preset)
+   the tri-planar 2D U-Net ``boundaries-fibsem`` (``emseg train
+   configs/boundaries-fibsem.yaml``: xy, zx and zy planes of z 0-59;
+   predicted with ``planes=3`` and stored as uint8 ``round(255 p)`` as
+   ``emseg segment`` does), or a random forest (:mod:`emseg.semantic.forest`,
+   3D ilastik-like features in nm, optional autocontext) trained on boundary
    targets derived from the ground truth: a voxel is *boundary* when the
    ground-truth label changes within one voxel (6-neighbourhood) or is 0
    where 0 marks membranes (gala), *interior* otherwise; a balanced random
@@ -29,12 +33,13 @@ Splits:
 
 Usage::
 
-    python scripts/instance_results.py                      # both datasets
-    python scripts/instance_results.py --only flyem --save-preset
+    python scripts/instance_results.py                      # both datasets (forests)
+    python scripts/instance_results.py --only flyem --boundary deep --save-preset
 
 Prints a table and writes ``bench_output/instance_results.json``; with
-``--save-preset`` writes ``src/emseg/presets/neurons-fibsem/`` (the FlyEM
-forest, settings and scores; see ``src/emseg/presets/README.md``).
+``--save-preset`` writes ``src/emseg/presets/neurons-fibsem/`` (deep: the
+settings and scores, naming the shipped model; forest: also the forest; see
+``src/emseg/presets/README.md``).
 """
 
 from __future__ import annotations
@@ -80,6 +85,8 @@ SUPERVOXEL_GRID: tuple[dict[str, Any], ...] = (
 MEAN_THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.30, 0.96, 0.025))
 FLYEM_THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.40, 0.81, 0.05))
 LEARNED_THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.05, 0.96, 0.05))
+#: A U-Net's boundary map is sharper than a forest's: its mean thresholds start lower.
+DEEP_THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.20, 0.81, 0.05))
 
 
 def boundary_targets(truth: np.ndarray, *, zero_is_boundary: bool = False) -> np.ndarray:
@@ -177,6 +184,42 @@ def cached_boundary_map(model: PixelClassifier, image: np.ndarray, cache: str | 
     path.parent.mkdir(parents=True, exist_ok=True)
     np.save(path, out)
     return out
+
+
+def deep_boundary_map(model: Any, image: np.ndarray, planes: int) -> np.ndarray:
+    """Channel "boundary" of a deep model, quantised as ``emseg segment`` stores it (float32)."""
+    from emseg.semantic.deep import predict_image
+
+    probs = predict_image(model, image, planes=planes)
+    p = probs[model.output_names.index("boundary")]
+    return (np.rint(np.clip(p, 0, 1) * 255) / 255).astype(np.float32)
+
+
+def cached_deep_map(model: Any, image: np.ndarray, args: argparse.Namespace) -> np.ndarray:
+    """:func:`deep_boundary_map`, kept in ``args.cache`` under the weights' digest."""
+    if not args.cache:
+        return deep_boundary_map(model, image, args.planes)
+    h = hashlib.sha256()
+    for name, t in sorted(model.network.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().float().numpy().tobytes())
+    path = Path(args.cache) / f"flyem_deep_{h.hexdigest()[:16]}_p{args.planes}.npy"
+    if path.exists():
+        log.info("boundary map from %s", path)
+        return np.load(path)
+    out = deep_boundary_map(model, image, args.planes)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(path, out)
+    return out
+
+
+def deep_record(model: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """The deep boundary model's identity and training, as recorded in the results JSON."""
+    prov = model.provenance
+    return {"kind": "deep", "model": args.deep_model, "planes": args.planes,
+            "steps": prov.get("steps"), "train_seconds": prov.get("train_seconds"),
+            "validation": prov.get("validation", {}),
+            "orientations": list(model.config.data.orientations)}  # fmt: skip
 
 
 def forest_record(model: PixelClassifier, args: argparse.Namespace) -> dict[str, Any]:
@@ -330,14 +373,25 @@ def run_flyem(args: argparse.Namespace) -> dict[str, Any]:
     sp = DATASETS["flyem_medulla"].spacing
     tune, test = slice(60, 80), slice(80, 125)
     t0 = time.perf_counter()
-    if args.boundary_model:
-        model = load_model(args.boundary_model)
-        check_reused_model(model, args)
+    model: Any
+    if args.boundary == "deep":
+        from emseg.semantic.deep import load_model as load_deep_model
+
+        model = load_deep_model(args.deep_model)
+        record = deep_record(model, args)
+        t_train = float(model.provenance.get("train_seconds", 0.0))
+        t0 = time.perf_counter()
+        bnd = cached_deep_map(model, image, args)
     else:
-        model = train_boundary(image[:60], boundary_targets(truth[:60]), sp, args)
-    t_train = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    bnd = cached_boundary_map(model, image, args.cache)
+        if args.boundary_model:
+            model = load_model(args.boundary_model)
+            check_reused_model(model, args)
+        else:
+            model = train_boundary(image[:60], boundary_targets(truth[:60]), sp, args)
+        record = forest_record(model, args)
+        t_train = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        bnd = cached_boundary_map(model, image, args.cache)
     t_pred = time.perf_counter() - t0
     tb = boundary_targets(truth)
     pixel = {k: round(float(((bnd[z] > 0.5) == (tb[z] == 2)).mean()), 4)
@@ -350,12 +404,14 @@ def run_flyem(args: argparse.Namespace) -> dict[str, Any]:
         return scores(truth[z], seg[z])
 
     t0 = time.perf_counter()
-    tuning, graphs = [], {}
+    tuning: list[dict[str, Any]] = []
+    graphs: dict[int, Any] = {}
     for k, sv in enumerate(SUPERVOXEL_GRID):
         frag = supervoxels(bnd, spacing=sp, **sv)
         rag = region_adjacency_graph(frag, bnd)
         graphs[k] = (frag, rag)
-        sweep = {t: crop_scores(_relabel(rag, frag, t), tune) for t in FLYEM_THRESHOLDS}
+        thresholds = DEEP_THRESHOLDS if args.boundary == "deep" else FLYEM_THRESHOLDS
+        sweep = {t: crop_scores(_relabel(rag, frag, t), tune) for t in thresholds}
         best = _best(sweep)
         tuning.append({"supervoxels": sv, "fragments": int(frag.max()), "threshold": best,
                        **sweep[best]})  # fmt: skip
@@ -381,7 +437,7 @@ def run_flyem(args: argparse.Namespace) -> dict[str, Any]:
         "dataset": "flyem_medulla",
         "splits": {"train": "z 0-59", "tune": "z 60-79", "test": "z 80-124"},
         "protocol": "whole volume segmented once; crops scored",
-        "forest": forest_record(model, args),
+        "boundary": record,
         "boundary_accuracy": pixel,
         "supervoxels": sv,
         "tuning": tuning,
@@ -392,7 +448,7 @@ def run_flyem(args: argparse.Namespace) -> dict[str, Any]:
         "learned": {"threshold": t_learned, "tune": learned_sweep[t_learned],
                     "test": crop_scores(seg_learned, test), "edge_trees": args.edge_trees},
         "shipped_oversegmentation_test": scores(truth[test], shipped[test]),
-        "seconds": {"forest_train": round(t_train, 1), "forest_predict": round(t_pred, 1),
+        "seconds": {"boundary_train": round(t_train, 1), "boundary_predict": round(t_pred, 1),
                     "tuning": round(t_tune, 1)},
         "_model": model,
         "_edge_classifier": clf,
@@ -427,11 +483,23 @@ def save_preset(
     from emseg import __version__
 
     PRESET_DIR.mkdir(parents=True, exist_ok=True)
-    model_path = save_model(flyem["_model"], PRESET_DIR / "boundary.safetensors", overwrite=True)
+    deep = flyem["boundary"].get("kind") == "deep"
+    files: dict[str, str] = {}
+    if deep:
+        (PRESET_DIR / "boundary.safetensors").unlink(missing_ok=True)
+        prediction = {"kind": "deep", "model": args.deep_model, "class": "boundary",
+                      "planes": args.planes}  # fmt: skip
+        what = f"tri-planar U-Net boundary map ({args.deep_model})"
+    else:
+        model_path = save_model(
+            flyem["_model"], PRESET_DIR / "boundary.safetensors", overwrite=True
+        )
+        files[model_path.name] = _sha256(model_path)
+        prediction = {"kind": "forest", "model": model_path.name, "class": "boundary"}
+        what = "random-forest boundary map"
     method = args.preset_edges
     if method == "auto":  # the better of the two on the tuning split
         method = min(("mean", "learned"), key=lambda m: criterion(flyem[m]["tune"]))
-    files = {model_path.name: _sha256(model_path)}
     agg: dict[str, Any] = {"edges": method, "threshold": flyem[method]["threshold"],
                            "edge_classifier": None}  # fmt: skip
     if method == "learned":
@@ -453,12 +521,12 @@ def save_preset(
         "format_version": 1,
         "name": "neurons-fibsem",
         "description": (
-            "Neurons in isotropic FIB-SEM (~10 nm voxels): random-forest boundary map, "
+            f"Neurons in isotropic FIB-SEM (~10 nm voxels): {what}, "
             f"watershed supervoxels, {method} agglomeration (trained on FlyEM medulla)"
         ),
         "target": "neurons",
         "spacing": list(DATASETS["flyem_medulla"].spacing),
-        "prediction": {"kind": "forest", "model": model_path.name, "class": "boundary"},
+        "prediction": prediction,
         "instances": {
             "method": "agglomerate",
             "supervoxels": flyem["supervoxels"],
@@ -479,7 +547,7 @@ def save_preset(
             + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in _cli_settings(args).items()),
             "emseg": __version__,
             "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-            "forest": flyem["forest"],
+            "boundary": flyem["boundary"],
         },
         "files": files,
     }
@@ -488,9 +556,8 @@ def save_preset(
 
 
 def _cli_settings(args: argparse.Namespace) -> dict[str, Any]:
-    keys = ("stages", "trees", "max_depth", "min_leaf", "samples", "edge_trees", "edge_min_leaf",
-            "seed",
-            "preset_edges")  # fmt: skip
+    keys = ("boundary", "deep_model", "planes", "stages", "trees", "max_depth", "min_leaf",
+            "samples", "edge_trees", "edge_min_leaf", "seed", "preset_edges")  # fmt: skip
     return {k: getattr(args, k) for k in keys}
 
 
@@ -499,6 +566,12 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--only", choices=("flyem", "gala"), default=None)
+    parser.add_argument("--boundary", choices=("forest", "deep"), default="forest",
+                        help="FlyEM boundary map: a forest trained here, or a deep model")  # fmt: skip
+    parser.add_argument("--deep-model", default="boundaries-fibsem",
+                        help="with --boundary deep: a shipped model name or a model folder")  # fmt: skip
+    parser.add_argument("--planes", type=int, choices=(1, 3), default=3,
+                        help="with --boundary deep: 3 = tri-planar prediction")  # fmt: skip
     parser.add_argument("--stages", type=int, default=2, help="forest autocontext stages")
     parser.add_argument("--trees", type=int, default=30)
     parser.add_argument("--max-depth", type=int, default=14)
@@ -533,7 +606,7 @@ def main() -> None:
         path = save_preset(results["flyem"], results.get("gala"), args)
         print(f"preset written to {path}")
     clean = {k: {a: b for a, b in v.items() if not a.startswith("_")} for k, v in results.items()}
-    clean["settings"] = _cli_settings(args)  # type: ignore[assignment]
+    clean["settings"] = _cli_settings(args)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(clean, indent=1))

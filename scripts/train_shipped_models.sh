@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Train the models that ship with emseg and copy them into src/emseg/models/.
 #
-#   scripts/train_shipped_models.sh [membranes-2d] [mitochondria]   (default: both)
+#   scripts/train_shipped_models.sh [membranes-2d] [mitochondria] [boundaries-fibsem]
+#                                                                   (default: all three)
 #
 # Hours of CPU each: run on a quiet machine. A killed run continues where it
 # stopped when the script is started again (emseg train --resume). Each run
 # selects its model on the validation split only (ISBI 2012 sections 24-29,
-# Lucchi++ z 60-79) and writes card.json with the validation scores; the ISBI
+# Lucchi++ z 60-79, FlyEM medulla z 60-79) and writes card.json with the validation
+# scores (boundaries-fibsem: IoU of p >= 0.5 on xy sections; it is used tri-planar by the
+# neurons-fibsem preset, whose scores come from scripts/instance_results.py); the ISBI
 # V_rand / V_info of the membrane model are added to its card below.
 # A model with configs/<name>-finetune.yaml (mitochondria) gets a second stage
 # that fine-tunes the first at a lower learning rate; the second stage ships.
@@ -18,7 +21,7 @@ EMSEG=${EMSEG:-.venv/bin/emseg}
 RUNS=${RUNS:-runs}
 THREADS=${EMSEG_THREADS:-}
 models=("$@")
-[ ${#models[@]} -eq 0 ] && models=(membranes-2d mitochondria)
+[ ${#models[@]} -eq 0 ] && models=(membranes-2d mitochondria boundaries-fibsem)
 
 for name in "${models[@]}"; do
   out="$RUNS/$name"

@@ -163,3 +163,22 @@ def test_tri_planar_training_learns_boundaries_of_every_orientation(tiny_config,
     assert tri[target].min() > 0.3
     assert tri[inner][~target[inner]].max() < 0.2
     assert ((tri > 0.25) == target)[inner].all()
+
+
+def test_emseg_predict_planes_3_cli(tiny_config, cuboid, tmp_path, capsys):
+    from emseg.cli import main
+    from emseg.io import open_image, write_image
+
+    model = _model(tiny_config)
+    model.save(tmp_path / "model")
+    write_image(cuboid, tmp_path / "img.ome.zarr", spacing=(10.0, 10.0, 10.0))
+    argv = ["predict", str(tmp_path / "model"), str(tmp_path / "img.ome.zarr"),
+            str(tmp_path / "p.ome.zarr"), "--dtype", "float16", "--no-progress"]  # fmt: skip
+    assert main([*argv, "--planes", "3"]) == 0
+    got = np.asarray(open_image(tmp_path / "p.ome.zarr")[...], dtype=np.float32)
+    ref = predict_image(Model.load(tmp_path / "model"), cuboid, planes=3)
+    np.testing.assert_allclose(got, ref, atol=2e-3)  # float16 output
+    assert np.abs(got - predict_image(model, cuboid)).max() > 1e-2  # not the xy-only map
+    with pytest.raises(SystemExit):  # argparse: invalid choice
+        main([*argv, "--planes", "2"])
+    assert "invalid choice" in capsys.readouterr().err

@@ -15,6 +15,7 @@ model folder from `emseg train`.
 
   emseg predict membranes-2d volume.tif membranes.ome.zarr --tta
   emseg predict runs/mito mito.zarr probs.ome.zarr --class-map classes.ome.zarr
+  emseg predict boundaries-fibsem fibsem.tif boundaries.ome.zarr --planes 3
 
 Output: float16 probabilities, or uint8 round(255 p) with --dtype uint8.
 """
@@ -28,6 +29,13 @@ def register(sub: Any) -> None:
     p.add_argument("--class-map", default=None, metavar="OUT2", help="also write the class map")
     p.add_argument("--dtype", choices=("float16", "uint8"), default="float16", help="output type")
     p.add_argument("--tta", action="store_true", help="average over flips (4x / 8x slower)")
+    p.add_argument(
+        "--planes",
+        type=int,
+        choices=(1, 3),
+        default=1,
+        help="3: tri-planar, a 2D model on the xy, zx and zy planes of a volume, averaged",
+    )
     p.add_argument(
         "--tile",
         nargs="+",
@@ -63,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
         overlap=args.overlap,
         batch_size=args.batch,
         tta=args.tta,
+        planes=args.planes,
         precision="bf16" if args.bf16 else "fp32",
         **blockwise_kwargs(args),
     )

@@ -48,7 +48,8 @@ class Preset:
         Voxel size (nm, z-y-x) of the training data.
     prediction : dict
         ``kind`` ("forest" or "deep"), ``model`` and ``class`` (the channel
-        passed to the instance step); optional ``tta`` for deep models.
+        passed to the instance step); optional ``tta`` and ``planes`` (1, or
+        3 for a tri-planar 2D model) for deep models.
     instances : dict
         ``method`` and its parameter block (keyword names of the
         :mod:`emseg.instance` functions), ``min_size_nm3``, ``halo_nm``.
@@ -161,6 +162,11 @@ def parse_preset(doc: dict[str, Any], path: str | os.PathLike[str]) -> Preset:
         raise FormatError(
             f"{str(where)!r}: `prediction.kind` must be one of {', '.join(map(repr, KINDS))}; "
             f"got {pred['kind']!r}."
+        )
+    if pred.get("planes", 1) not in (1, 3) or isinstance(pred.get("planes"), bool):
+        raise FormatError(
+            f"{str(where)!r}: `prediction.planes` must be 1 or 3 (tri-planar 2D model); "
+            f"got {pred.get('planes')!r}."
         )
     method = _require(inst, "method", str, where)
     if method not in METHODS:

@@ -231,7 +231,13 @@ def _predict(
     dmodel = deep.load_model(model_path)
     _channel_index(preset, list(dmodel.output_names))
     return deep.predict_blockwise(
-        dmodel, img, out=path, dtype="uint8", tta=bool(preset.prediction.get("tta", False)), **run
+        dmodel,
+        img,
+        out=path,
+        dtype="uint8",
+        tta=bool(preset.prediction.get("tta", False)),
+        planes=int(preset.prediction.get("planes", 1)),
+        **run,
     )
 
 
