@@ -13,19 +13,24 @@ Side by side in one run:
   Gaussian kernels loaded on each worker) is reported in its own row; one more
   row runs ``scheduler="local"`` end to end, start-up included. Then
   ``dask.array.map_overlap`` (from_zarr -> to_zarr, 2 threads) once.
-- Out-of-core connected components (26-connectivity, uint64 output) against
-  ``cc3d.connected_components`` in memory; the peak RSS of the blockwise job
-  (measured in a child process) as a fraction of the volume.
+- Out-of-core connected components (26-connectivity, uint64 output, label's
+  default blocks unless ``--label-block Z Y X``) against
+  ``cc3d.connected_components`` in memory on the uint8 mask, in ``--repeats``
+  interleaved rounds: wall and CPU time ratios, and the peak RSS growth of
+  the blockwise job above its imports (measured in a child process) as a
+  fraction of the volume. Then once on a LocalCluster of 2 processes
+  (``--no-distributed`` skips it).
 
 The CPU is shared with other work, so the numbers are indicative. Run
-``python benchmarks/bench_blockwise.py [--size N] [--repeats R]``; writes
-``bench_output/blockwise.json``.
+``python benchmarks/bench_blockwise.py [--size N] [--repeats R] [--only gaussian|label]``;
+writes ``bench_output/blockwise.json`` (``blockwise-label.json`` with ``--only label``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -74,12 +79,13 @@ def _peak_rss() -> int:
     return peak_rss_bytes()
 
 
-def _label_child(src: str, out: str) -> None:
+def _label_child(src: str, out: str, block: str = "default") -> None:
     """Run in a child process: label blockwise and report time, CPU time and peak RSS.
 
     Everything the job imports (emseg.io for the OME-Zarr output, with numba;
     cc3d; scipy's csgraph; numcodecs) is loaded before the baseline RSS: the
-    growth above it is what the job's data cost.
+    growth above it is what the job's data cost. `block` is ``"default"``
+    (label's own default block shape) or ``"Z,Y,X"``.
     """
     import cc3d  # noqa: F401
     import numcodecs  # noqa: F401
@@ -89,8 +95,14 @@ def _label_child(src: str, out: str) -> None:
 
     import emseg.io  # noqa: F401
     from emseg.blockwise import label
+    from emseg.blockwise._geometry import default_block_shape
+    from emseg.blockwise._labels import _LABEL_BLOCK_VOXELS
 
     image = zarr.open_array(src, mode="r")
+    if block == "default":
+        block_shape = default_block_shape(image.shape, CHUNKS, target_voxels=_LABEL_BLOCK_VOXELS)
+    else:
+        block_shape = tuple(int(b) for b in block.split(","))
     baseline = psutil.Process().memory_info().rss
     cpu = time.process_time()
     t, _ = _timed(
@@ -99,7 +111,7 @@ def _label_child(src: str, out: str) -> None:
             out=out,
             threshold=127,
             connectivity=26,
-            block_shape=BLOCK,
+            block_shape=None if block == "default" else block_shape,
             chunks=CHUNKS,
             n_workers=2,
             progress=False,
@@ -107,7 +119,17 @@ def _label_child(src: str, out: str) -> None:
     )
     cpu = time.process_time() - cpu
     peak = _peak_rss()
-    print(json.dumps({"seconds": t, "cpu": cpu, "peak_rss": peak, "baseline_rss": baseline}))
+    print(
+        json.dumps(
+            {
+                "seconds": t,
+                "cpu": cpu,
+                "peak_rss": peak,
+                "baseline_rss": baseline,
+                "block_shape": list(block_shape),
+            }
+        )
+    )
 
 
 def _median(values: list[float]) -> float:
@@ -244,71 +266,92 @@ def gaussian_rows(image, src: Path, tmpd: Path, *, repeats: int = 3) -> dict[str
     return rows
 
 
-def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--size", type=int, default=512, help="edge of the cubic volume")
-    parser.add_argument(
-        "--repeats", type=int, default=3, help="interleaved rounds of the Gaussian cases"
-    )
-    parser.add_argument("--label-child", nargs=2, metavar=("SRC", "OUT"), help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.label_child:
-        _label_child(*args.label_child)
-        return {}
+def label_rows(
+    image, src: Path, tmpd: Path, *, repeats: int = 3, block: str = "default", distributed: bool
+) -> dict[str, dict]:
+    """The label rows: `repeats` interleaved rounds of cc3d in memory and emseg blockwise.
 
+    Each round times ``cc3d.connected_components`` on the uint8 mask in this
+    process (no I/O), then the blockwise job (2 threads) in a child process
+    (wall, CPU = user + system of all its threads, and peak RSS growth above
+    its imports). Ratios are taken within each round (the load drifts) and
+    reported as medians with every round's value; the load average (1 min)
+    is recorded at the start and end of the rounds.
+    """
     import cc3d
     import zarr
-    from distributed import Client, LocalCluster
 
-    from emseg.blockwise import label
-
-    n = args.size
-    rows: dict[str, dict] = {}
-    with tempfile.TemporaryDirectory(prefix="emseg-bench-") as tmp:
-        tmpd = Path(tmp)
-        src = tmpd / "in.zarr"
-        _make_input(src, n)
-        image = zarr.open_array(str(src), mode="r")
-        nbytes = n**3
-
-        # -- Gaussian --------------------------------------------------------
-        rows.update(gaussian_rows(image, src, tmpd, repeats=args.repeats))
-
-        # -- connected components --------------------------------------------
-        # uint8, not bool: cc3d 4.1's bool (binary) path is wrong in some cases
-        fg = (image[:] > 127).view(np.uint8)
+    n = int(image.shape[0])
+    nbytes = math.prod(image.shape)  # uint8: one byte per voxel
+    # uint8, not bool: cc3d 4.1's bool (binary) path is wrong in some cases
+    fg = (image[:] > 127).view(np.uint8)
+    keys = ("cc3d", "cc3d_cpu", "emseg", "emseg_cpu", "growth")
+    rounds: dict[str, list[float]] = {k: [] for k in keys}
+    loads = []
+    n_ref = n_ours = 0
+    block_shape: list[int] = []
+    for r in range(repeats):
+        loads.append(os.getloadavg()[0])
         start, cpu = time.perf_counter(), time.process_time()
         ref_labels = cc3d.connected_components(fg, connectivity=26)
-        t_cc3d = time.perf_counter() - start
-        cpu_cc3d = time.process_time() - cpu
+        rounds["cc3d"].append(time.perf_counter() - start)
+        rounds["cc3d_cpu"].append(time.process_time() - cpu)
         n_ref = int(ref_labels.max())
-        del fg, ref_labels
-        rows["label cc3d in memory (no I/O)"] = {
-            "seconds": t_cc3d,
-            "cpu_seconds": cpu_cc3d,
-            "objects": n_ref,
-        }
-        out = tmpd / "labels.zarr"
+        del ref_labels
+        out = tmpd / f"labels-{r}.zarr"
         child = subprocess.run(
-            [sys.executable, __file__, "--label-child", str(src), str(out)],
+            [sys.executable, __file__, "--label-child", str(src), str(out), block],
             capture_output=True,
             text=True,
             check=True,
         )
         m = json.loads(child.stdout.strip().splitlines()[-1])
+        rounds["emseg"].append(m["seconds"])
+        rounds["emseg_cpu"].append(m["cpu"])
+        rounds["growth"].append(m["peak_rss"] - m["baseline_rss"])
+        block_shape = m["block_shape"]
         n_ours = zarr.open_array(str(out / "0"), mode="r").attrs["emseg"]["n_labels"]
-        rows["label emseg blockwise zarr->zarr, 2 threads"] = {
-            "seconds": m["seconds"],
-            "ratio_to_cc3d": m["seconds"] / t_cc3d,
-            "cpu_seconds": m["cpu"],
-            "cpu_ratio_to_cc3d": m["cpu"] / cpu_cc3d,
-            "objects": n_ours,
-            "peak_rss_mib": m["peak_rss"] / 2**20,
-            "rss_after_imports_mib": m["baseline_rss"] / 2**20,
-            "rss_growth_mib": (m["peak_rss"] - m["baseline_rss"]) / 2**20,
-            "rss_growth_fraction_of_volume": (m["peak_rss"] - m["baseline_rss"]) / nbytes,
-        }
         assert n_ours == n_ref, "blockwise label count differs from cc3d"
+    loads.append(os.getloadavg()[0])
+    del fg
+    r_ = {k: np.asarray(v) for k, v in rounds.items()}
+    ratio = r_["emseg"] / r_["cc3d"]
+    cpu_ratio = r_["emseg_cpu"] / r_["cc3d_cpu"]
+    fraction = r_["growth"] / nbytes
+
+    def each(values: np.ndarray, fmt: str = "{:.2f}") -> str:
+        return " / ".join(fmt.format(v) for v in values)
+
+    rows: dict[str, dict] = {}
+    rows["label cc3d in memory on a uint8 mask (no I/O)"] = {
+        "seconds": _median(rounds["cc3d"]),
+        "rounds": each(r_["cc3d"]),
+        "cpu_seconds": _median(rounds["cc3d_cpu"]),
+        "objects": n_ref,
+    }
+    rows[f"label emseg blockwise zarr->zarr, 2 threads, blocks {tuple(block_shape)}"] = {
+        "seconds": _median(rounds["emseg"]),
+        "rounds": each(r_["emseg"]),
+        "ratio_to_cc3d": _median(list(ratio)),
+        "ratio_rounds": each(ratio),
+        "cpu_seconds": _median(rounds["emseg_cpu"]),
+        "cpu_ratio_to_cc3d": _median(list(cpu_ratio)),
+        "cpu_ratio_rounds": each(cpu_ratio),
+        "objects": n_ours,
+        "rss_growth_mib": _median(list(r_["growth"] / 2**20)),
+        "rss_growth_fraction_of_volume": _median(list(fraction)),
+        "fraction_rounds": each(fraction, "{:.3f}"),
+        "volume": f"{n}^3 uint8 = {nbytes / 2**20:.0f} MiB",
+    }
+    rows["load average (1 min) during the label rounds"] = {
+        "seconds": float("nan"),
+        "load": f"{min(loads):.1f}-{max(loads):.1f}",
+    }
+    if distributed:
+        from distributed import Client, LocalCluster
+
+        from emseg.blockwise import label
+
         # cc3d holds the GIL: processes parallelise it where threads cannot
         with (
             LocalCluster(
@@ -322,7 +365,7 @@ def main(argv: list[str] | None = None) -> dict:
                     out=tmpd / "labels-dist.zarr",
                     threshold=127,
                     connectivity=26,
-                    block_shape=BLOCK,
+                    block_shape=None if block == "default" else block_shape,
                     chunks=CHUNKS,
                     scheduler=client,
                     progress=False,
@@ -330,20 +373,76 @@ def main(argv: list[str] | None = None) -> dict:
             )
         rows["label emseg blockwise zarr->zarr, LocalCluster 2 processes"] = {
             "seconds": t_ld,
-            "ratio_to_cc3d": t_ld / t_cc3d,
+            "ratio_to_cc3d": t_ld / _median(rounds["cc3d"]),
         }
+    return rows
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--size", type=int, default=512, help="edge of the cubic volume")
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="interleaved rounds of the Gaussian cases"
+    )
+    parser.add_argument(
+        "--only",
+        choices=("all", "gaussian", "label"),
+        default="all",
+        help="run only the Gaussian or only the label cases",
+    )
+    parser.add_argument(
+        "--label-block",
+        nargs=3,
+        type=int,
+        metavar=("Z", "Y", "X"),
+        help="block shape of the label job (default: label's own default)",
+    )
+    parser.add_argument(
+        "--no-distributed", action="store_true", help="skip the label run on a LocalCluster"
+    )
+    parser.add_argument(
+        "--label-child", nargs=3, metavar=("SRC", "OUT", "BLOCK"), help=argparse.SUPPRESS
+    )
+    args = parser.parse_args(argv)
+    if args.label_child:
+        _label_child(*args.label_child)
+        return {}
+
+    import zarr
+
+    n = args.size
+    rows: dict[str, dict] = {}
+    block = "default" if args.label_block is None else ",".join(map(str, args.label_block))
+    with tempfile.TemporaryDirectory(prefix="emseg-bench-") as tmp:
+        tmpd = Path(tmp)
+        src = tmpd / "in.zarr"
+        _make_input(src, n)
+        image = zarr.open_array(str(src), mode="r")
+        if args.only in ("all", "gaussian"):
+            rows.update(gaussian_rows(image, src, tmpd, repeats=args.repeats))
+        if args.only in ("all", "label"):
+            rows.update(
+                label_rows(
+                    image,
+                    src,
+                    tmpd,
+                    repeats=args.repeats,
+                    block=block,
+                    distributed=not args.no_distributed,
+                )
+            )
 
     result = {
         "volume": [n, n, n],
         "dtype": "uint8",
-        "block_shape": list(BLOCK),
+        "gaussian_block_shape": list(BLOCK),
         "chunks": list(CHUNKS),
         "sigma_voxels": SIGMA,
         "cpu_count": os.cpu_count(),
         "note": "shared CPU: indicative numbers",
         "rows": rows,
     }
-    print(f"blockwise benchmark, {n}^3 uint8, blocks {BLOCK}, chunks {CHUNKS}")
+    print(f"blockwise benchmark, {n}^3 uint8, chunks {CHUNKS}")
     print(f"{'case':<58}{'seconds':>9}  extra")
     for name, row in rows.items():
         extra = ", ".join(
@@ -353,7 +452,8 @@ def main(argv: list[str] | None = None) -> dict:
         )
         print(f"{name:<58}{row['seconds']:>9.2f}  {extra}")
     Path("bench_output").mkdir(exist_ok=True)
-    Path("bench_output/blockwise.json").write_text(json.dumps(result, indent=2))
+    name = "blockwise" if args.only == "all" else f"blockwise-{args.only}"
+    Path(f"bench_output/{name}.json").write_text(json.dumps(result, indent=2))
     return result
 
 
