@@ -433,6 +433,9 @@ def run_flyem(args: argparse.Namespace) -> dict[str, Any]:
     seg_mean = _relabel(rag, frag, t_mean)
     seg_learned = _relabel(rag, frag, t_learned, 1 - pm)
     shipped = np.asarray(open_dataset_file("flyem_medulla", "oversegmentation")[:])
+    transfer = None
+    if args.boundary == "deep":
+        transfer = gala_transfer(model, sv, t_mean, t_learned, clf, args)
     return {
         "dataset": "flyem_medulla",
         "splits": {"train": "z 0-59", "tune": "z 60-79", "test": "z 80-124"},
@@ -448,11 +451,32 @@ def run_flyem(args: argparse.Namespace) -> dict[str, Any]:
         "learned": {"threshold": t_learned, "tune": learned_sweep[t_learned],
                     "test": crop_scores(seg_learned, test), "edge_trees": args.edge_trees},
         "shipped_oversegmentation_test": scores(truth[test], shipped[test]),
+        "gala_transfer": transfer,
         "seconds": {"boundary_train": round(t_train, 1), "boundary_predict": round(t_pred, 1),
                     "tuning": round(t_tune, 1)},
         "_model": model,
         "_edge_classifier": clf,
     }  # fmt: skip
+
+
+def gala_transfer(
+    model: Any, sv: dict[str, Any], t_mean: float, t_learned: float, clf: Any,
+    args: argparse.Namespace,
+) -> dict[str, Any]:  # fmt: skip
+    """The FlyEM chain applied as is (no retraining, no retuning) to gala's test volume."""
+    image = np.asarray(open_dataset_file("gala_fibsem", "test_image")[:])
+    truth = np.asarray(open_dataset_file("gala_fibsem", "test_groundtruth")[:])
+    sp = DATASETS["gala_fibsem"].spacing
+    bnd = deep_boundary_map(model, image, args.planes)
+    frag = supervoxels(bnd, spacing=sp, **sv)
+    rag = region_adjacency_graph(frag, bnd)
+    out = {
+        "supervoxels_only": scores(truth, frag),
+        "mean": scores(truth, _relabel(rag, frag, t_mean)),
+        "learned": scores(truth, _relabel(rag, frag, t_learned, 1 - clf.merge_probability(rag))),
+    }
+    log.info("gala test volume, FlyEM chain as is: %s", out)
+    return out
 
 
 def run_gala(args: argparse.Namespace) -> dict[str, Any]:
@@ -511,10 +535,15 @@ def save_preset(
     else:
         (PRESET_DIR / "edges.safetensors").unlink(missing_ok=True)
     other = {}
-    if gala is not None:
+    if deep and flyem.get("gala_transfer"):
+        other["gala_fibsem test volume (this preset as is: FlyEM-trained, FlyEM-tuned)"] = flyem[
+            "gala_transfer"
+        ][method]
+    elif gala is not None:
         other["gala_fibsem test volume (same recipe, trained on its train volume)"] = gala[method][
             "test"
         ]
+    other[f"flyem_medulla {flyem['splits']['tune']} (the tuning crop)"] = flyem[method]["tune"]
     halo = 2 * float(flyem["supervoxels"]["min_seed_distance_nm"]) + 300.0
     meta = {
         "format": "emseg.preset",
@@ -533,6 +562,8 @@ def save_preset(
             "agglomeration": agg,
             "min_size_nm3": 0.0,
             "halo_nm": [halo, halo, halo],
+            # one block up to 256^3: `emseg segment` then equals this script's in-memory chain
+            "block_voxels": 2**24,
         },
         "validation": {
             "dataset": "flyem_medulla",
@@ -544,7 +575,11 @@ def save_preset(
         },
         "training": {
             "command": "python scripts/instance_results.py --save-preset "
-            + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in _cli_settings(args).items()),
+            + " ".join(
+                f"--{k.replace('_', '-')} {v}"
+                for k, v in {"only": args.only, **_cli_settings(args)}.items()
+                if v is not None
+            ),
             "emseg": __version__,
             "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             "boundary": flyem["boundary"],
@@ -617,6 +652,9 @@ def main() -> None:
                 (f"learned edges t={r['learned']['threshold']}", r["learned"]["test"])]  # fmt: skip
         if "shipped_oversegmentation_test" in r:
             rows.append(("shipped oversegmentation", r["shipped_oversegmentation_test"]))
+        if r.get("gala_transfer"):
+            rows += [(f"-> gala test, FlyEM chain as is, {k}", r["gala_transfer"][k])
+                     for k in ("mean", "learned")]  # fmt: skip
         for label, s in rows:
             print(f"{name + ' ' + label:<40} {s['adapted_rand_error_cremi']:>7.4f} "
                   f"{s['voi_split']:>10.3f} {s['voi_merge']:>10.3f}")  # fmt: skip

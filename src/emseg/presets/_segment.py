@@ -353,8 +353,28 @@ def _instances(
         spacing=sp,
         params={"method": "agglomerate", "edges": edges, **kw},
         kwargs=kw,
-        **run,
+        **_instance_run(preset, prob.shape, path, run),
     )
+
+
+def _instance_run(
+    preset: Preset, shape: tuple[int, ...], path: Path, run: dict[str, Any]
+) -> dict[str, Any]:
+    """`run` with the preset's default block size (``instances.block_voxels``) when none is given.
+
+    Agglomeration stitches blocks by overlap, exact only where objects fit in
+    a block: neurons span whole volumes, so a neuron preset asks for larger
+    blocks than the engine's default (2**21 voxels); a volume no larger than
+    ``block_voxels`` is then one block, i.e. the in-memory result.
+    """
+    target = preset.instances.get("block_voxels")
+    if run["block_shape"] is not None or not target:
+        return run
+    from emseg.blockwise import default_block_shape, resolve_chunks
+
+    chunks = resolve_chunks(path, run["chunks"], shape)  # as segment_blockwise resolves them
+    block = default_block_shape(shape, chunks, target_voxels=int(target))
+    return {**run, "block_shape": block}
 
 
 def _sizes(labels: np.ndarray) -> Any:
