@@ -96,11 +96,10 @@ def _label_child(src: str, out: str, block: str = "default") -> None:
     import emseg.io  # noqa: F401
     from emseg.blockwise import label
     from emseg.blockwise._geometry import default_block_shape
-    from emseg.blockwise._labels import _LABEL_BLOCK_VOXELS
 
     image = zarr.open_array(src, mode="r")
     if block == "default":
-        block_shape = default_block_shape(image.shape, CHUNKS, target_voxels=_LABEL_BLOCK_VOXELS)
+        block_shape = default_block_shape(image.shape, CHUNKS)
     else:
         block_shape = tuple(int(b) for b in block.split(","))
     baseline = psutil.Process().memory_info().rss

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import cc3d
 import numpy as np
 import pytest
@@ -119,17 +117,6 @@ def test_all_equal_zero_fill_matches_elementwise_test(chunk):
     """The reduction used for fill value 0 agrees with zarr's `(chunk == 0).all()`."""
     value = np.asarray(0, dtype=chunk.dtype)
     assert _all_equal(chunk, value) == bool((chunk == value).all())
-
-
-def test_label_default_blocks_hold_two_to_the_20_voxels(tmp_path):
-    img = np.zeros((256, 256, 128), np.uint8)
-    img[10:20, 10:200, 5:100] = 1
-    img[100:250, 30, 30] = 1
-    out = label(img, out=tmp_path / "l.zarr", chunks=64, progress=False)
-    params = json.loads((tmp_path / "l.zarr" / ".emseg-journal" / "params.json").read_text())
-    assert params["block_shape"] == [128, 128, 64]
-    assert np.prod(params["block_shape"]) == _labels._LABEL_BLOCK_VOXELS
-    assert out.attrs["emseg"]["n_labels"] == 2
 
 
 def test_trim_heap_is_safe_to_call():

@@ -161,10 +161,11 @@ def _block_components(
     else:
         data = read_block(image, block.write_roi, reader=reader)
     mask = None
+    # a one-byte input read into this thread's buffer becomes its own mask
+    # (elementwise, in place), and then holds the uint8 labels: one or two
+    # block-sized arrays less per worker
+    own = buffers is not None and reader is not None and data.dtype.itemsize == 1
     if buffers is not None:
-        # a one-byte input read into this thread's buffer becomes its own mask
-        # (elementwise, in place): one block-sized array less per worker
-        own = reader is not None and data.dtype.itemsize == 1
         mask = data.view(np.bool_) if own else buffers.get("mask", shape, np.bool_)
     fg = foreground(data, threshold, out=mask)
     # The mask is passed as uint8 (a view, no copy), never as bool: cc3d 4.1's
@@ -177,7 +178,12 @@ def _block_components(
     dtype = _small_dtype(n)
     if labels.dtype == dtype:
         return labels, n
-    small = np.empty(shape, dtype) if buffers is None else buffers.get("small", shape, dtype)
+    if buffers is None:
+        small = np.empty(shape, dtype)
+    elif own and dtype.itemsize == 1:
+        small = data.view(dtype)  # the mask is no longer needed
+    else:
+        small = buffers.get("small", shape, dtype)
     np.copyto(small, labels, casting="unsafe")  # ids <= n: exact
     return small, n
 
@@ -211,12 +217,6 @@ class _ComponentsTask:
         _save_block(self.faces / f"{block_id}.block", labels, _plane_dtype(self.blocking))
         self.journal.mark_done("components", block_id, np.int64(n))
 
-
-#: Default block size of :func:`label` (voxels): 2**20 (e.g. 128 x 128 x 64) instead of
-#: the 2**21 of other jobs. cc3d then labels a block in uint16 (its estimate of the
-#: provisional labels stays below 2**16 on most data; 2**21-voxel blocks get uint32),
-#: so a worker holds about 5 MiB instead of 13 MiB in pass 1.
-_LABEL_BLOCK_VOXELS = 2**20
 
 #: Pass 3 maps stored labels to ids through ``np.take`` on about this many index bytes at a time.
 _TAKE_BYTES = 2**18
@@ -700,7 +700,7 @@ def label(
         raise EmsegValueError(f"`threshold` must be a finite number; got {threshold!r}.")
     out_chunks = resolve_chunks(out, chunks, shape)
     if block_shape is None:
-        block_shape = default_block_shape(shape, out_chunks, target_voxels=_LABEL_BLOCK_VOXELS)
+        block_shape = default_block_shape(shape, out_chunks)
     blocking = Blocking(shape, block_shape, roi=roi)
     job: dict[str, Any] = {
         "job": "label",
