@@ -13,6 +13,7 @@ from skimage.feature import (
 
 from emseg.errors import EmsegTypeError, EmsegValueError
 from emseg.features import (
+    ALL_FEATURES,
     FeatureSpec,
     compute_features,
     compute_features_blockwise,
@@ -143,7 +144,7 @@ def test_2d_mode_filters_each_section(rng):
 def test_blockwise_equals_in_memory(rng, block):
     img = rng.integers(0, 255, (14, 37, 29)).astype(np.uint8)
     spacing = (30.0, 6.0, 6.0)
-    spec = FeatureSpec(scales=(6.0, 21.0))
+    spec = FeatureSpec(scales=(6.0, 21.0), features=ALL_FEATURES)
     full = compute_features(img, spacing=spacing, spec=spec, n_threads=2)
     out = compute_features_blockwise(
         img,
@@ -179,6 +180,35 @@ def test_blockwise_to_ome_zarr(tmp_path, rng):
     np.testing.assert_array_equal(
         compute_features(lazy, spec=spec), compute_features(img, spacing=(2.0, 2.0), spec=spec)
     )
+
+
+def test_variance_is_local_standard_deviation(rng):
+    # float64 reference: sqrt(G * I^2 - (G * I)^2), sigma in nm through the spacing
+    img = rng.integers(0, 255, (12, 30, 26)).astype(np.uint8)
+    spacing = (20.0, 5.0, 5.0)
+    spec = FeatureSpec(scales=(10.0, 20.0), features=("variance",))
+    ours = compute_features(img, spacing=spacing, spec=spec)
+    assert ours.shape == (2, *img.shape) and ours.dtype == np.float32
+    assert feature_names(spec, 3) == ["variance@10nm", "variance@20nm"]
+    f = img.astype(np.float64)
+    for i, s in enumerate(spec.scales):
+        sig = tuple(s / sp for sp in spacing)
+        m = ndimage.gaussian_filter(f, sig, mode="reflect")
+        ref = np.sqrt(np.maximum(ndimage.gaussian_filter(f * f, sig, mode="reflect") - m * m, 0))
+        np.testing.assert_allclose(ours[i], ref, rtol=1e-4, atol=1e-2)
+    # hand case: a +-10 checkerboard around 100 has standard deviation 10 in a wide window;
+    # a constant image has 0; never scale-normalised
+    z, y, x = np.indices((16, 16, 16))
+    board = 100.0 + 10.0 * (-1.0) ** (z + y + x)
+    for normalize in (True, False):
+        spec = FeatureSpec(scales=(4.0,), features=("variance",), normalize=normalize)
+        v = compute_features(board, spec=spec)[0]
+        np.testing.assert_allclose(v, 10.0, rtol=1e-3)
+        assert np.all(compute_features(np.full((8, 8), 7.0), spec=spec) == 0)
+    # optional: not in the default bank, placed after the default families
+    spec = FeatureSpec(scales=(3.0,), features=("variance", "gaussian"))
+    assert spec.features == ("gaussian", "variance")
+    assert "variance" not in FeatureSpec(scales=(3.0,)).features
 
 
 def test_halo_and_defaults():

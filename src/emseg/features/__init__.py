@@ -11,6 +11,7 @@ block by block, with the halo each scale needs. See
 from emseg.features._blockwise import compute_features_blockwise
 from emseg.features._eigen import symmetric_eigenvalues
 from emseg.features._filters import (
+    ALL_FEATURES,
     DEFAULT_SCALES_PX,
     FEATURES,
     ILASTIK_SCALES_PX,
@@ -25,6 +26,7 @@ from emseg.features._filters import (
 )
 
 __all__ = [
+    "ALL_FEATURES",
     "DEFAULT_SCALES_PX",
     "FEATURES",
     "ILASTIK_SCALES_PX",

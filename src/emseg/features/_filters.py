@@ -15,7 +15,11 @@ finite differences divided by the spacing (so in intensity per nm):
 - ``dog``: difference of Gaussians ``G_s - G_{0.66 s}`` (ilastik's ratio);
 - ``structure``: eigenvalues (decreasing) of the structure tensor
   ``G_{s/2} * (grad G_s grad G_s^T)`` (inner scale ``s``, outer ``s/2``, as
-  ilastik).
+  ilastik);
+- ``variance`` (optional, not in the default bank): the local standard
+  deviation ``sqrt(G_s * I**2 - (G_s * I)**2)`` in a Gaussian window of sigma
+  ``s`` (intensity units, never scale-normalised), a texture measure like
+  Trainable Weka Segmentation's "Variance" filter.
 
 With ``normalize=True`` (default) derivative features are scale-normalised
 (first derivatives times ``s``, second derivatives and the structure tensor
@@ -41,8 +45,12 @@ from emseg._checks import check_choice, parse_spacing
 from emseg.errors import EmsegTypeError, EmsegValueError
 from emseg.features._eigen import symmetric_eigenvalues
 
-#: Feature families, in output order within a scale.
+#: Feature families of the default bank, in output order within a scale.
 FEATURES: tuple[str, ...] = ("gaussian", "gradient", "log", "dog", "structure", "hessian")
+
+#: Every feature family, in output order within a scale: :data:`FEATURES` and the
+#: optional ``"variance"`` (local standard deviation; texture).
+ALL_FEATURES: tuple[str, ...] = (*FEATURES, "variance")
 
 #: ilastik's scales, in pixels of the xy grid.
 ILASTIK_SCALES_PX: tuple[float, ...] = (0.3, 0.7, 1.0, 1.6, 3.5, 5.0, 10.0)
@@ -66,8 +74,8 @@ class FeatureSpec:
     scales : tuple of float
         Gaussian standard deviations in nm (physical units).
     features : tuple of str
-        Subset of :data:`FEATURES`; output order is always that of
-        :data:`FEATURES`, scale by scale.
+        Subset of :data:`ALL_FEATURES` (default :data:`FEATURES`); output
+        order is always that of :data:`ALL_FEATURES`, scale by scale.
     mode : {"2d", "3d"}
         Filter each z-section alone or the volume in 3D.
     normalize : bool
@@ -90,14 +98,16 @@ class FeatureSpec:
             )
         feats = (self.features,) if isinstance(self.features, str) else tuple(self.features)
         if not feats:
-            raise EmsegValueError(f"`features` must name at least one of {FEATURES}; got ().")
+            raise EmsegValueError(
+                f"`features` must name at least one of {ALL_FEATURES}; got ()."
+            )
         for f in feats:
-            check_choice(f, FEATURES, name="features")
+            check_choice(f, ALL_FEATURES, name="features")
         check_choice(self.mode, ("2d", "3d"), name="mode")
         if not np.isfinite(self.truncate) or self.truncate <= 0:
             raise EmsegValueError(f"`truncate` must be positive; got {self.truncate!r}.")
         object.__setattr__(self, "scales", scales)
-        object.__setattr__(self, "features", tuple(f for f in FEATURES if f in feats))
+        object.__setattr__(self, "features", tuple(f for f in ALL_FEATURES if f in feats))
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable description (inverse: :meth:`from_dict`)."""
@@ -333,6 +343,19 @@ def _one_scale(
             hess = [h * n2 for h in hess]
         symmetric_eigenvalues(hess, out[k : k + dims])
         k += dims
+    if "variance" in feats:
+        # centred on the image mean: G(I^2) - G(I)^2 loses fewer digits in float32
+        centred = img - np.float32(img.mean(dtype=np.float64))
+        mean = ndimage.gaussian_filter(
+            centred, sig, truncate=spec.truncate, mode="reflect", output=np.float32
+        )
+        sq = ndimage.gaussian_filter(
+            centred * centred, sig, truncate=spec.truncate, mode="reflect", output=np.float32
+        )
+        sq -= mean * mean
+        np.maximum(sq, 0.0, out=sq)
+        np.sqrt(sq, out=out[k])
+        k += 1
 
 
 def _diag_index(dims: int) -> list[int]:
