@@ -49,6 +49,8 @@ def test_block_components_smallest_dtype_equals_cc3d(tmp_path, shape, scratch_dt
         np.testing.assert_array_equal(labels, ref)
     # the input (read into this thread's buffer) was not the stored array: still intact
     np.testing.assert_array_equal(arr[:], img)
+    # with buffers, cc3d ran on the process's one cc3d thread
+    assert _labels._cc3d_thread.cache_info().currsize == 1
 
 
 @pytest.mark.parametrize("dtype", ["uint8", "int8", "uint16", "float32", "bool"])

@@ -31,6 +31,7 @@ surface, not their volume) and one count per block.
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import functools
 import itertools
 import logging
@@ -135,6 +136,35 @@ def _small_dtype(n: int) -> np.dtype:
     return np.dtype(np.uint64)
 
 
+@functools.cache
+def _cc3d_thread() -> cf.ThreadPoolExecutor:
+    """The one thread of this process that runs cc3d (created on first use, kept).
+
+    cc3d holds the GIL for a whole call, so two worker threads never run it
+    at the same time anyway; running every call on one thread costs nothing
+    in parallelism and keeps its large output (uint32, 4 bytes per voxel of
+    the block) in one allocator arena, reused from block to block, instead
+    of one such buffer kept resident per worker thread.
+    """
+    return cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="emseg-cc3d")
+
+
+def _cc3d_uint8(
+    mask: np.ndarray, connectivity: int, dest: np.ndarray | None
+) -> tuple[np.ndarray, int]:
+    """cc3d of a uint8 mask; with fewer than 256 components and `dest`, the ids copied into it."""
+    import cc3d
+
+    labels, n = cc3d.connected_components(  # type: ignore[call-overload]
+        mask, connectivity=connectivity, return_N=True
+    )
+    n = int(n)
+    if dest is not None and n <= 255:
+        np.copyto(dest, labels, casting="unsafe")  # ids <= n: exact
+        return dest, n  # cc3d's array is freed here, on this thread
+    return labels, n
+
+
 def _block_components(
     image: Any,
     block: Block,
@@ -149,10 +179,9 @@ def _block_components(
     fewer than 256 components): the copies that pass 1 stores and pass 3
     reads back are then 2-4x smaller than cc3d's uint16 / uint32 output.
     With `buffers`, the input, the mask and the labels use this thread's
-    reused arrays (the labels are valid until the thread's next block).
+    reused arrays (the labels are valid until the thread's next block), and
+    cc3d runs on this process's cc3d thread (:func:`_cc3d_thread`).
     """
-    import cc3d
-
     shape = block.write_roi.shape
     if buffers is not None and reader is not None:
         data = reader.read(
@@ -171,17 +200,17 @@ def _block_components(
     # The mask is passed as uint8 (a view, no copy), never as bool: cc3d 4.1's
     # binary path (bool input or binary_image=True) mislabels background in 2D
     # with 8-connectivity and can fail in 3D with 26 (tested in test_labels.py).
-    labels, n = cc3d.connected_components(  # type: ignore[call-overload]
-        fg.view(np.uint8), connectivity=connectivity, return_N=True
-    )
-    n = int(n)
+    if buffers is None:
+        labels, n = _cc3d_uint8(fg.view(np.uint8), connectivity, None)
+    else:
+        dest = data.view(np.uint8) if own else buffers.get("small", shape, np.uint8)
+        job = _cc3d_thread().submit(_cc3d_uint8, fg.view(np.uint8), connectivity, dest)
+        labels, n = job.result()
     dtype = _small_dtype(n)
     if labels.dtype == dtype:
         return labels, n
     if buffers is None:
         small = np.empty(shape, dtype)
-    elif own and dtype.itemsize == 1:
-        small = data.view(dtype)  # the mask is no longer needed
     else:
         small = buffers.get("small", shape, dtype)
     np.copyto(small, labels, casting="unsafe")  # ids <= n: exact
