@@ -188,7 +188,8 @@ def test_variance_is_local_standard_deviation(rng):
     spacing = (20.0, 5.0, 5.0)
     spec = FeatureSpec(scales=(10.0, 20.0), features=("variance",))
     ours = compute_features(img, spacing=spacing, spec=spec)
-    assert ours.shape == (2, *img.shape) and ours.dtype == np.float32
+    assert ours.shape == (2, *img.shape)
+    assert ours.dtype == np.float32
     assert feature_names(spec, 3) == ["variance@10nm", "variance@20nm"]
     f = img.astype(np.float64)
     for i, s in enumerate(spec.scales):

@@ -98,9 +98,7 @@ class FeatureSpec:
             )
         feats = (self.features,) if isinstance(self.features, str) else tuple(self.features)
         if not feats:
-            raise EmsegValueError(
-                f"`features` must name at least one of {ALL_FEATURES}; got ()."
-            )
+            raise EmsegValueError(f"`features` must name at least one of {ALL_FEATURES}; got ().")
         for f in feats:
             check_choice(f, ALL_FEATURES, name="features")
         check_choice(self.mode, ("2d", "3d"), name="mode")
@@ -344,17 +342,15 @@ def _one_scale(
         symmetric_eigenvalues(hess, out[k : k + dims])
         k += dims
     if "variance" in feats:
-        # centred on the image mean: G(I^2) - G(I)^2 loses fewer digits in float32
-        centred = img - np.float32(img.mean(dtype=np.float64))
-        mean = ndimage.gaussian_filter(
-            centred, sig, truncate=spec.truncate, mode="reflect", output=np.float32
-        )
-        sq = ndimage.gaussian_filter(
-            centred * centred, sig, truncate=spec.truncate, mode="reflect", output=np.float32
-        )
+        # float64: G(I^2) - G(I)^2 cancels digits; no centring on a data-dependent value,
+        # so that a block gives exactly the values of the whole image (blockwise = global)
+        f64 = img.astype(np.float64)
+        mean = ndimage.gaussian_filter(f64, sig, truncate=spec.truncate, mode="reflect")
+        f64 *= f64
+        sq = ndimage.gaussian_filter(f64, sig, truncate=spec.truncate, mode="reflect")
         sq -= mean * mean
         np.maximum(sq, 0.0, out=sq)
-        np.sqrt(sq, out=out[k])
+        out[k] = np.sqrt(sq)
         k += 1
 
 
