@@ -172,6 +172,8 @@ def _block_components(
     connectivity: int,
     reader: ChunkIO | None = None,
     buffers: _ThreadBuffers | None = None,
+    *,
+    cc3d_thread: cf.ThreadPoolExecutor | None = None,
 ) -> tuple[np.ndarray, int]:
     """cc3d of the block's foreground: local ids 1..n in raster order of first voxels.
 
@@ -180,7 +182,7 @@ def _block_components(
     reads back are then 2-4x smaller than cc3d's uint16 / uint32 output.
     With `buffers`, the input, the mask and the labels use this thread's
     reused arrays (the labels are valid until the thread's next block), and
-    cc3d runs on this process's cc3d thread (:func:`_cc3d_thread`).
+    cc3d runs on `cc3d_thread` (default: this process's, :func:`_cc3d_thread`).
     """
     shape = block.write_roi.shape
     if buffers is not None and reader is not None:
@@ -204,7 +206,8 @@ def _block_components(
         labels, n = _cc3d_uint8(fg.view(np.uint8), connectivity, None)
     else:
         dest = data.view(np.uint8) if own else buffers.get("small", shape, np.uint8)
-        job = _cc3d_thread().submit(_cc3d_uint8, fg.view(np.uint8), connectivity, dest)
+        thread = cc3d_thread if cc3d_thread is not None else _cc3d_thread()
+        job = thread.submit(_cc3d_uint8, fg.view(np.uint8), connectivity, dest)
         labels, n = job.result()
     dtype = _small_dtype(n)
     if labels.dtype == dtype:
@@ -237,11 +240,25 @@ class _ComponentsTask:
         self.connectivity = connectivity
         self.reader = ChunkIO.of(image)  # None: read through zarr / numpy
         self.buffers = _ThreadBuffers()
+        #: the thread that runs cc3d: the job's own (set by label, shut down after
+        #: the pass), or None for this process's (:func:`_cc3d_thread`)
+        self.cc3d: cf.ThreadPoolExecutor | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["cc3d"] = None  # a thread does not travel: a worker process uses its own
+        return state
 
     def __call__(self, block_id: int) -> None:
         block = self.blocking[block_id]
         labels, n = _block_components(
-            self.image, block, self.threshold, self.connectivity, self.reader, self.buffers
+            self.image,
+            block,
+            self.threshold,
+            self.connectivity,
+            self.reader,
+            self.buffers,
+            cc3d_thread=self.cc3d,
         )
         _save_block(self.faces / f"{block_id}.block", labels, _plane_dtype(self.blocking))
         self.journal.mark_done("components", block_id, np.int64(n))
@@ -767,13 +784,23 @@ def label(
         faces.mkdir(exist_ok=True)
         n_blocks = len(blocking)
 
-        run_blocks(
-            _ComponentsTask(img, faces, blocking, journal, threshold, conn),
-            output.todo("components", n_blocks),
-            backend,
-            progress=progress,
-            desc="label 1/3 components",
-        )
+        components = _ComponentsTask(img, faces, blocking, journal, threshold, conn)
+        if backend.kind != "distributed":
+            # the job's own cc3d thread, ended with the pass: its allocator arena (with
+            # the freed cc3d output in it) is then reused by the next passes' threads
+            components.cc3d = cf.ThreadPoolExecutor(1, thread_name_prefix="emseg-cc3d")
+        try:
+            run_blocks(
+                components,
+                output.todo("components", n_blocks),
+                backend,
+                progress=progress,
+                desc="label 1/3 components",
+            )
+        finally:
+            if components.cc3d is not None:
+                components.cc3d.shutdown()
+        del components
         _trim_heap()
         run_blocks(
             _FacesTask(faces, blocking, journal, conn),
