@@ -80,7 +80,7 @@ ci = open_image(cfg.data.image, spacing=cfg.data.spacing)[sl]
 cl = open_image(cfg.data.labels, spacing=cfg.data.spacing)[sl]
 crop = evaluate(model, ci, cl)
 card["crop_validation"] = {"box": box, "data_root_at_training": str(data_root()),
-                           "scores": {k: crop[k] for k in ("iou", "accuracy")}}
+                           "scores": {k: crop[k] for k in ("iou", "accuracy") if k in crop}}
 json.dump(card, open(card_p, "w"), indent=2)
 print(name, json.dumps(scores))
 PYEOF
