@@ -5,9 +5,10 @@
 1. *components*: per block, ``cc3d.connected_components`` of the foreground
    of the write region gives local ids ``1..n``; the global id of local id
    ``i`` of block ``b`` is ``b * budget + i`` (``budget`` = voxels per block),
-   unique without coordination. The block keeps its count (journal), its
-   boundary planes (a small raw file) and its local labels (LZ4, about 20x
-   smaller than uint32), both in the journal's scratch folder.
+   unique without coordination. The block keeps its count (journal) and one
+   scratch file in the journal's scratch folder: its boundary planes (raw)
+   followed by its local labels in the smallest dtype that holds ``n``
+   (uint8 below 256 components), LZ4-compressed.
 2. *faces*: per block and per axis, the block's first plane and the plane
    just below it (assembled from the last planes of the neighbours below,
    one voxel wider on every in-plane side, so that diagonal neighbours
@@ -23,9 +24,14 @@
    zarr chunks without zarr's per-chunk path). The uint64 output is written
    once; the input is read once; cc3d runs once per block.
 
-Memory: each worker holds one block's input, mask and uint32 labels (pass
-1) or its labels and one output chunk (pass 3, reused from block to block);
-the merge holds the ids that touch a block face (bounded by the blocks'
+Memory: each worker thread reuses its own buffers from block to block (the
+block's input, which becomes its mask and then its uint8 labels; in pass 3
+its labels, one output chunk and a small index slab). cc3d holds the GIL for
+a whole call, so it runs on one thread of the job (no parallelism is lost)
+and its uint32 output is one reused buffer rather than one per worker. The
+C heap is trimmed between passes and every few blocks of pass 3 (freed
+buffers otherwise stay resident in the allocator's per-thread arenas). The
+merge holds the ids that touch a block face (bounded by the blocks'
 surface, not their volume) and one count per block.
 """
 
@@ -486,6 +492,8 @@ class _FacesTask:
             if pos[axis] == 0:
                 continue
             local = self._plane(block_id, shape, axis, last=False)
+            if not local.any():  # no foreground on this face: nothing touches across it
+                continue
             up = local.astype(np.uint64)
             np.add(up, np.uint64(block_id * self.budget), out=up, where=local != 0)
             lo, shift = self._lower_plane(pos, begin, end, axis)
