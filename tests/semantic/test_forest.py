@@ -359,3 +359,38 @@ def test_autocontext_with_dense_labels_does_not_degrade(volume):
     iou2 = np.mean(_ious(s2.predict(em.image)[4:], truth[4:]))
     assert iou2 >= iou1 - 0.05, (iou1, iou2)
     assert iou2 >= 0.6
+
+
+def _same_forests(a, b):
+    assert len(a.stages) == len(b.stages)
+    for sa, sb in zip(a.stages, b.stages, strict=True):
+        for name in ("left", "right", "feature", "threshold", "value", "roots"):
+            np.testing.assert_array_equal(getattr(sa, name), getattr(sb, name))
+
+
+@pytest.mark.parametrize(
+    ("spec", "block", "reused"),
+    [
+        (SPEC, None, True),  # 2D mode: a whole section per block, same region every stage
+        (FeatureSpec(scales=(8.0, 16.0), mode="3d"), (8, 96, 96), True),  # spans the image
+        # the halo grows with the stage: only blocks whose read region is clipped are reused
+        (FeatureSpec(scales=(8.0, 16.0), mode="3d"), (4, 48, 48), False),
+    ],
+)
+def test_feature_cache_across_stages_gives_the_same_model(volume, caplog, spec, block, reused):
+    em, _, scribbles = volume
+    kw = {
+        "spacing": em.spacing,
+        "spec": spec,
+        "n_estimators": 5,
+        "stages": 3,
+        "block_shape": block,
+        "max_samples_per_class": 60,
+    }
+    with caplog.at_level("INFO", logger="emseg.semantic.forest._train"):
+        cached = train_forest(em.image, scribbles, **kw)
+    msg = [r.getMessage() for r in caplog.records if "reused" in r.getMessage()][-1]
+    n_computed, n_reused = (int(w) for w in msg.split() if w.isdigit())
+    # computed once per block and reused at stages 2 and 3, or recomputed for some blocks
+    assert (n_reused == 2 * n_computed) == reused, msg
+    _same_forests(cached, train_forest(em.image, scribbles, feature_cache_bytes=0, **kw))

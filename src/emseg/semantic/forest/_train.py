@@ -146,6 +146,7 @@ def train_forest(
     block_shape: int | Sequence[int] | None = None,
     seed: int = 0,
     n_jobs: int = 2,
+    feature_cache_bytes: int = 2**31,
 ) -> PixelClassifier:
     """Train a random-forest pixel classifier from scribbles or dense labels.
 
@@ -188,6 +189,12 @@ def train_forest(
         Sampling, folds and forests.
     n_jobs : int, default 2
         Threads for scikit-learn and for feature / tree evaluation.
+    feature_cache_bytes : int, default 2**31 (2 GiB)
+        Memory for keeping a block's filter bank from one autocontext stage
+        to the next instead of recomputing it. A block's stack is kept only
+        when the next stage reads exactly the same region (a block that
+        spans the image, or a whole section in 2D mode), so the model is the
+        same with or without the cache. 0 disables it.
 
     Returns
     -------
@@ -269,16 +276,36 @@ def train_forest(
     ch = context_halo(ctx_scales, sp, spec)
     final: list[PackedForest] = []
     helpers: list[list[PackedForest]] = [[], []]
+    blockings = [
+        Blocking(lab.shape, block_shape, halo=tuple(int(v) for v in fh + k * ch))
+        for k in range(stages)
+    ]
+    cache: dict[int, np.ndarray] = {}  # block id -> base features on its read region
+    cached_bytes = 0
+    n_computed = n_reused = 0
     for k in range(stages):
-        halo = tuple(int(v) for v in fh + k * ch)
-        blocking = Blocking(lab.shape, block_shape, halo=halo)
+        blocking = blockings[k]
         groups = _blocks_with_samples(blocking, index, lab.shape)
         x_final: np.ndarray | None = None
         x_helper: list[np.ndarray | None] = [None, None]
         for bid, members in groups.items():
             block = blocking[bid]
-            data = check_image(np.asarray(img[block.read_roi.to_slices()]))
-            base = compute_features(data, spacing=sp, spec=spec, n_threads=n_jobs)
+            base_or_none = cache.pop(bid, None)
+            if base_or_none is None:
+                data = check_image(np.asarray(img[block.read_roi.to_slices()]))
+                base = compute_features(data, spacing=sp, spec=spec, n_threads=n_jobs)
+                n_computed += 1
+            else:
+                base = base_or_none
+                cached_bytes -= base.nbytes
+                n_reused += 1
+            if (
+                k + 1 < stages
+                and blockings[k + 1][bid].read_roi == block.read_roi
+                and cached_bytes + base.nbytes <= feature_cache_bytes
+            ):
+                cache[bid] = base
+                cached_bytes += base.nbytes
             local = np.unravel_index(index[members], lab.shape)
             local = tuple(c - b for c, b in zip(local, block.read_roi.begin, strict=True))
             fb = base[(slice(None), *local)].T
@@ -326,6 +353,9 @@ def train_forest(
                 helpers[f].append(
                     _fit(xh[sel], y[sel], params=helper_params, seed=seed + 100 + 10 * f + k)
                 )
+    log.info(
+        "filter bank computed for %d block(s), reused across stages for %d", n_computed, n_reused
+    )
     from emseg import __version__
 
     try:
