@@ -125,3 +125,35 @@ def test_trim_heap_is_safe_to_call():
     _labels._trim_heap()
     _labels._trim_heap()  # the C function is looked up once
     assert _labels._malloc_trim.cache_info().currsize == 1
+
+
+def test_chunkio_write_empty_hint(tmp_path):
+    """`empty=` skips the fill-value test: True deletes / skips, False stores; zarr reads both."""
+    arr = zarr.create_array(
+        store=str(tmp_path / "a"), shape=(8, 8), dtype="u8", chunks=(4, 4), fill_value=0
+    )
+    io = ChunkIO.of(arr)
+    ones = np.ones((4, 8), np.uint64)
+    io.write((slice(0, 4), slice(0, 8)), ones, empty=False)
+    chunk_dir = tmp_path / "a" / "c"
+    assert sorted(p.name for p in (chunk_dir / "0").iterdir()) == ["0", "1"]
+    io.write((slice(0, 4), slice(0, 4)), np.zeros((4, 4), np.uint64), empty=True)  # deleted
+    assert sorted(p.name for p in (chunk_dir / "0").iterdir()) == ["1"]
+    io.write((slice(4, 8), slice(0, 4)), np.zeros((4, 4), np.uint64), empty=False)  # stored
+    assert (chunk_dir / "1" / "0").exists()
+    expected = np.zeros((8, 8), np.uint64)
+    expected[:4, 4:] = 1
+    np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "a"))[:], expected)
+
+
+def test_label_sparse_volume_writes_only_chunks_with_objects(tmp_path, assert_same_labels):
+    """Chunks of background are not stored (pass 3 knows them from the labels)."""
+    img = np.zeros((16, 16, 16), np.uint8)
+    img[1:3, 1:3, 1:3] = 1  # chunk (0, 0, 0)
+    img[12:16, 9, 9] = 1  # chunk (1, 1, 1)
+    out = label(img, out=tmp_path / "l", block_shape=8, chunks=8, progress=False)
+    files = sorted(
+        str(p.relative_to(tmp_path / "l" / "c")) for p in (tmp_path / "l" / "c").rglob("*")
+    )
+    assert [f for f in files if f.count("/") == 2] == ["0/0/0", "1/1/1"]
+    assert_same_labels(out[:], cc3d.connected_components(img, connectivity=26))

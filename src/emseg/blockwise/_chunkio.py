@@ -207,12 +207,16 @@ class ChunkIO:
                 return False
         return True
 
-    def write(self, slices: Sequence[slice], data: np.ndarray) -> None:
+    def write(
+        self, slices: Sequence[slice], data: np.ndarray, *, empty: bool | None = None
+    ) -> None:
         """Write `data` over `slices`, which must be chunk-aligned (see :meth:`aligned`).
 
         Each chunk is encoded as zarr encodes it and written atomically;
         a chunk equal to the fill value is not stored (an existing one is
-        deleted) unless the array writes empty chunks.
+        deleted) unless the array writes empty chunks. `empty` is what the
+        caller knows of every chunk of `data`: True, all equal the fill value;
+        False, none does (the test is skipped); None (default), test each.
         """
         if self.read_only:
             raise PermissionError(f"the zarr array at {self.root!r} was opened read-only")
@@ -234,7 +238,13 @@ class ChunkIO:
             else:
                 chunk = np.ascontiguousarray(view)
             path = self._path(coords)
-            if not self.write_empty_chunks and _all_equal(chunk, self.fill_value):
+            if self.write_empty_chunks:
+                is_empty = False
+            elif empty is None:
+                is_empty = _all_equal(chunk, self.fill_value)
+            else:
+                is_empty = empty
+            if is_empty:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(path)
                 continue

@@ -602,13 +602,16 @@ class _RelabelTask:
         if n:
             lut[1:] = self.final_ids(offset + np.arange(1, n + 1, dtype=np.uint64))
 
-        def fill(region: tuple[slice, ...], buffer: np.ndarray) -> None:
+        def fill(region: tuple[slice, ...], buffer: np.ndarray) -> bool:
             # the uint64 ids go straight into the writer's chunk buffer: the
             # block's ids are never all in memory, and no page is faulted in
             # per block ("clip": unbuffered, the ids are all in range). np.take
             # converts the indices to intp first: a few planes at a time, so
             # that this copy stays small (_TAKE_BYTES).
             src = labels[region]
+            if not src.any():  # background only (final ids are >= 1): an empty chunk
+                buffer[...] = 0
+                return False
             step = max(1, _TAKE_BYTES // max(1, 8 * math.prod(src.shape[1:])))
             index = self.buffers.get("index", (step, *src.shape[1:]), np.intp)
             for z in range(0, src.shape[0], step):
@@ -616,6 +619,7 @@ class _RelabelTask:
                 idx = index[: part.shape[0]]
                 np.copyto(idx, part)  # into a reused buffer: np.take allocates no copy
                 np.take(lut, idx, out=buffer[z : z + step], mode="clip")
+            return True  # some ids >= 1: not the fill value
 
         _write_by_chunks(self.out, block.write_roi, fill, writer=self.writer, buffers=self.buffers)
         self.journal.mark_done("relabel", block_id)
@@ -630,7 +634,7 @@ class _RelabelTask:
 def _write_by_chunks(
     out: Any,
     roi: Roi,
-    fill: Callable[[tuple[slice, ...], np.ndarray], None],
+    fill: Callable[[tuple[slice, ...], np.ndarray], bool | None],
     *,
     writer: ChunkIO | None,
     buffers: _ThreadBuffers | None = None,
@@ -638,7 +642,10 @@ def _write_by_chunks(
     """Write `roi` of `out` one write unit (chunk, or shard) at a time from a reused buffer.
 
     ``fill(region, buffer)`` puts the values of `region` (slices relative to
-    `roi`) into `buffer` (the unit's shape). Only one unit of output values
+    `roi`) into `buffer` (the unit's shape) and may say what it knows:
+    False when they are all 0 (the fill value), True when none of the units
+    it fills is all 0 (the writer then skips its own test), None when it
+    does not know. Only one unit of output values
     is in memory at a time, and the same buffer serves every unit (no new
     pages per block; with `buffers`, per thread). `writer` (``ChunkIO.of(out)``) writes local zarr v3
     chunks directly; without one, ``out[...] = buffer``.
@@ -654,10 +661,13 @@ def _write_by_chunks(
     for start in itertools.product(*ranges):
         part = Roi(tuple(start), unit).intersect(roi)
         view = buffer[tuple(slice(0, s) for s in part.shape)]
-        fill(part.relative_to(roi), view)
+        known = fill(part.relative_to(roi), view)
         slices = part.to_slices()
         if writer is not None and writer.aligned(slices):
-            writer.write(slices, view)
+            # what fill knows is about 0: a hint only where 0 is the fill value
+            zero_fill = bool(np.all(writer.fill_value == 0))
+            empty = None if known is None or not zero_fill else not known
+            writer.write(slices, view, empty=empty)
         else:
             out[slices] = view
 
