@@ -397,8 +397,9 @@ def run_flyem(args: argparse.Namespace) -> dict[str, Any]:
     pixel = {k: round(float(((bnd[z] > 0.5) == (tb[z] == 2)).mean()), 4)
              for k, z in (("tune", tune), ("test", test))}  # fmt: skip
     log.info(
-        "flyem: forest %.0f s, prediction %.0f s, boundary accuracy %s", t_train, t_pred, pixel
-    )
+        "flyem: boundary model trained in %.0f s, prediction %.0f s, boundary accuracy %s",
+        t_train, t_pred, pixel,
+    )  # fmt: skip
 
     def crop_scores(seg: np.ndarray, z: slice) -> dict[str, float]:
         return scores(truth[z], seg[z])
@@ -424,18 +425,40 @@ def run_flyem(args: argparse.Namespace) -> dict[str, Any]:
     # learned edges: ground truth of z 0-59 only (other voxels are unlabelled for training)
     truth_train = truth.copy()
     truth_train[60:] = 0
-    clf = train_edge_classifier([(rag, frag, truth_train)], n_estimators=args.edge_trees, min_samples_leaf=args.edge_min_leaf,
-                                seed=args.seed)  # fmt: skip
-    pm = clf.merge_probability(rag)
-    learned_sweep = {t: crop_scores(_relabel(rag, frag, t, 1 - pm), tune)
-                     for t in LEARNED_THRESHOLDS}  # fmt: skip
-    t_learned = _best(learned_sweep)
+    # learned edges (classifier from z 0-59, threshold on z 60-79) on the supervoxels chosen
+    # for the mean agglomeration, or (--learned-supervoxels each) on every supervoxel setting,
+    # choosing the setting for the learned agglomeration itself
+    learned_tuning: list[dict[str, Any]] = []
+    fitted = {}
+    candidates = range(len(SUPERVOXEL_GRID)) if args.learned_supervoxels == "each" else [k_best]
+    for k in candidates:
+        sv_k = SUPERVOXEL_GRID[k]
+        frag_k, rag_k = graphs[k]
+        clf_k = train_edge_classifier([(rag_k, frag_k, truth_train)], n_estimators=args.edge_trees,
+                                      min_samples_leaf=args.edge_min_leaf, seed=args.seed)  # fmt: skip
+        pm_k = clf_k.merge_probability(rag_k)
+        sweep_k = {t: crop_scores(_relabel(rag_k, frag_k, t, 1 - pm_k), tune)
+                   for t in LEARNED_THRESHOLDS}  # fmt: skip
+        t_k = _best(sweep_k)
+        fitted[k] = (clf_k, pm_k)
+        learned_tuning.append({"supervoxels": sv_k, "threshold": t_k, **sweep_k[t_k], "k": k})
+        log.info("flyem tune learned %s: t=%.2f %s", sv_k, t_k, sweep_k[t_k])
+    best_row = min(learned_tuning, key=criterion)
+    k_learned = int(best_row.pop("k"))
+    for row in learned_tuning:
+        row.pop("k", None)
+    sv_learned = best_row["supervoxels"]
+    t_learned = best_row["threshold"]
+    frag_l, rag_l = graphs[k_learned]
+    clf, pm = fitted[k_learned]
     seg_mean = _relabel(rag, frag, t_mean)
-    seg_learned = _relabel(rag, frag, t_learned, 1 - pm)
+    seg_learned = _relabel(rag_l, frag_l, t_learned, 1 - pm)
     shipped = np.asarray(open_dataset_file("flyem_medulla", "oversegmentation")[:])
     transfer = None
     if args.boundary == "deep":
-        transfer = gala_transfer(model, sv, t_mean, t_learned, clf, args)
+        transfer = gala_transfer(
+            model, {"mean": (sv, t_mean, None), "learned": (sv_learned, t_learned, clf)}, args
+        )
     return {
         "dataset": "flyem_medulla",
         "splits": {"train": "z 0-59", "tune": "z 60-79", "test": "z 80-124"},
@@ -448,8 +471,10 @@ def run_flyem(args: argparse.Namespace) -> dict[str, Any]:
         "oversegmentation_test": crop_scores(frag, test),
         "mean": {"threshold": t_mean, "tune": chosen_scores(chosen),
                  "test": crop_scores(seg_mean, test)},
-        "learned": {"threshold": t_learned, "tune": learned_sweep[t_learned],
-                    "test": crop_scores(seg_learned, test), "edge_trees": args.edge_trees},
+        "learned": {"supervoxels": sv_learned, "threshold": t_learned,
+                    "tune": chosen_scores(best_row),
+                    "test": crop_scores(seg_learned, test), "edge_trees": args.edge_trees,
+                    "tuning": learned_tuning},
         "shipped_oversegmentation_test": scores(truth[test], shipped[test]),
         "gala_transfer": transfer,
         "seconds": {"boundary_train": round(t_train, 1), "boundary_predict": round(t_pred, 1),
@@ -460,22 +485,24 @@ def run_flyem(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def gala_transfer(
-    model: Any, sv: dict[str, Any], t_mean: float, t_learned: float, clf: Any,
-    args: argparse.Namespace,
-) -> dict[str, Any]:  # fmt: skip
-    """The FlyEM chain applied as is (no retraining, no retuning) to gala's test volume."""
+    model: Any, chains: dict[str, tuple[dict[str, Any], float, Any]], args: argparse.Namespace
+) -> dict[str, Any]:
+    """The FlyEM chains applied as is (no retraining, no retuning) to gala's test volume.
+
+    `chains` maps "mean" / "learned" to (supervoxel settings, threshold, edge
+    classifier or None).
+    """
     image = np.asarray(open_dataset_file("gala_fibsem", "test_image")[:])
     truth = np.asarray(open_dataset_file("gala_fibsem", "test_groundtruth")[:])
     sp = DATASETS["gala_fibsem"].spacing
     bnd = deep_boundary_map(model, image, args.planes)
-    frag = supervoxels(bnd, spacing=sp, **sv)
-    rag = region_adjacency_graph(frag, bnd)
-    out = {
-        "supervoxels_only": scores(truth, frag),
-        "mean": scores(truth, _relabel(rag, frag, t_mean)),
-        "learned": scores(truth, _relabel(rag, frag, t_learned, 1 - clf.merge_probability(rag))),
-    }
-    log.info("gala test volume, FlyEM chain as is: %s", out)
+    out = {}
+    for name, (sv, t, clf) in chains.items():
+        frag = supervoxels(bnd, spacing=sp, **sv)
+        rag = region_adjacency_graph(frag, bnd)
+        w = None if clf is None else 1 - clf.merge_probability(rag)
+        out[name] = scores(truth, _relabel(rag, frag, t, w))
+    log.info("gala test volume, FlyEM chains as they are: %s", out)
     return out
 
 
@@ -544,7 +571,8 @@ def save_preset(
             "test"
         ]
     other[f"flyem_medulla {flyem['splits']['tune']} (the tuning crop)"] = flyem[method]["tune"]
-    halo = 2 * float(flyem["supervoxels"]["min_seed_distance_nm"]) + 300.0
+    sv = flyem[method].get("supervoxels", flyem["supervoxels"])
+    halo = 2 * float(sv.get("min_seed_distance_nm", 0.0)) + 300.0
     meta = {
         "format": "emseg.preset",
         "format_version": 1,
@@ -558,7 +586,7 @@ def save_preset(
         "prediction": prediction,
         "instances": {
             "method": "agglomerate",
-            "supervoxels": flyem["supervoxels"],
+            "supervoxels": sv,
             "agglomeration": agg,
             "min_size_nm3": 0.0,
             "halo_nm": [halo, halo, halo],
@@ -591,7 +619,7 @@ def save_preset(
 
 
 def _cli_settings(args: argparse.Namespace) -> dict[str, Any]:
-    keys = ("boundary", "deep_model", "planes", "stages", "trees", "max_depth", "min_leaf",
+    keys = ("boundary", "deep_model", "planes", "learned_supervoxels", "stages", "trees", "max_depth", "min_leaf",
             "samples", "edge_trees", "edge_min_leaf", "seed", "preset_edges")  # fmt: skip
     return {k: getattr(args, k) for k in keys}
 
@@ -622,6 +650,10 @@ def main() -> None:
     parser.add_argument("--cache", default=None,
                         help="FlyEM only: folder keeping the predicted boundary map, keyed by the "
                         "model's digest (a rerun with the same model skips the prediction)")  # fmt: skip
+    parser.add_argument("--learned-supervoxels", choices=("mean", "each"), default="mean",
+                        help="FlyEM: train the edge classifier on the supervoxels chosen for the "
+                        "mean agglomeration, or on each setting and choose among them on the "
+                        "tuning crop")  # fmt: skip
     parser.add_argument("--save-preset", action="store_true")
     parser.add_argument("--preset-edges", choices=("auto", "mean", "learned"), default="auto",
                         help="which agglomeration the preset ships (auto: the better one on the "
