@@ -17,7 +17,9 @@ both hold about half of its samples; a class whose samples lie nearly all in
 one stroke, as with dense labels, is cut into two halves along z), a helper chain of stages is
 trained on each fold, and the samples of one fold get their context from the
 chain trained on the other fold. The returned model's stages are trained on
-all samples.
+all samples. A block's filter bank is kept from one stage to the next when
+the next stage reads the same region (``feature_cache_bytes``), so it is
+computed once instead of once per stage; the model is the same.
 """
 
 from __future__ import annotations
