@@ -9,7 +9,9 @@ Plain functions on numpy arrays (``docs/instance.md``):
 - :func:`supervoxels`, :func:`region_adjacency_graph`,
   :func:`agglomerate_graph`, :func:`agglomerate` — supervoxels and
   waterz-style mean-boundary agglomeration, optionally driven by a learned
-  :class:`EdgeClassifier` (:func:`train_edge_classifier`);
+  :class:`EdgeClassifier` (:func:`train_edge_classifier`); at any size on one
+  global graph: :func:`fragments_blockwise`, :func:`graph_blockwise`
+  (= :func:`boundary_graph` in memory), :func:`agglomerate_blockwise`;
 - :func:`mutex_watershed` — the mutex watershed on (long-range) affinities;
 - :func:`link_sections` — 2D instances linked across sections (Hungarian on IoU);
 
@@ -24,7 +26,6 @@ from emseg.instance._agglomerate import (
     supervoxels,
 )
 from emseg.instance._blockwise import (
-    agglomerate_blockwise,
     components_blockwise,
     link_sections_blockwise,
     mutex_watershed_blockwise,
@@ -40,6 +41,13 @@ from emseg.instance._edges import (
     save_edge_classifier,
     train_edge_classifier,
 )
+from emseg.instance._graph_blockwise import (
+    agglomerate_blockwise,
+    boundary_graph,
+    fragments_blockwise,
+    graph_blockwise,
+    quantise_boundary,
+)
 from emseg.instance._link2d import link_sections
 from emseg.instance._mws import mutex_watershed
 from emseg.instance._rag import RegionAdjacencyGraph, region_adjacency_graph
@@ -52,16 +60,20 @@ __all__ = [
     "agglomerate",
     "agglomerate_blockwise",
     "agglomerate_graph",
+    "boundary_graph",
     "components_blockwise",
     "distance_watershed",
     "edge_features",
     "edge_labels",
     "find_seeds",
+    "fragments_blockwise",
+    "graph_blockwise",
     "link_sections",
     "link_sections_blockwise",
     "load_edge_classifier",
     "mutex_watershed",
     "mutex_watershed_blockwise",
+    "quantise_boundary",
     "region_adjacency_graph",
     "save_edge_classifier",
     "seeded_watershed",

@@ -9,18 +9,21 @@ Two kinds of guarantee (``docs/instance.md``):
   overlaps between neighbouring sections add up exactly across blocks, the
   Hungarian matching then runs once on the global tables);
 * **exact where objects fit** (:func:`watershed_blockwise`,
-  :func:`agglomerate_blockwise`, :func:`mutex_watershed_blockwise`): each
+  :func:`mutex_watershed_blockwise`): each
   block is segmented on its read region (write region + `halo`); the objects
   that meet the write region get global ids, and an object of block A is
   merged with an object of a neighbouring block B when, inside A's halo,
   A's view of the object and B's object have IoU > 0.5. When the in-memory
   method gives, on each read region, the in-memory objects for every object
   meeting the write region (distance watershed: every foreground component
-  meeting a block lies inside its read region; agglomeration / mutex
-  watershed: the objects meeting a block and their neighbours do), both
+  meeting a block lies inside its read region; mutex watershed: the objects
+  meeting a block and their neighbours do), both
   views coincide (IoU = 1) and the result equals the in-memory one.
   Otherwise the IoU rule joins objects at seams wherever both blocks agree
   on more than half of the overlap.
+
+Agglomeration (:func:`~emseg.instance.agglomerate_blockwise`) does not
+stitch: it builds one global graph (:mod:`emseg.instance._graph_blockwise`).
 """
 
 from __future__ import annotations
@@ -57,7 +60,6 @@ from emseg.blockwise import (
 )
 from emseg.blockwise import as_inputs as _normalize_inputs
 from emseg.errors import EmsegValueError
-from emseg.instance._agglomerate import agglomerate, supervoxels
 from emseg.instance._components import background_connectivity, parse_connectivity
 from emseg.instance._link2d import apply_links, link_tables, section_tables
 from emseg.instance._mws import mutex_watershed
@@ -730,18 +732,6 @@ def _distance_watershed_block(data: np.ndarray, **kwargs: Any) -> np.ndarray:
     return distance_watershed(data, **kwargs)
 
 
-def _agglomerate_block(boundary: np.ndarray, **kwargs: Any) -> np.ndarray:
-    threshold = kwargs.pop("threshold")
-    frags = supervoxels(boundary, **kwargs)
-    return agglomerate(frags, boundary, threshold=threshold)
-
-
-def _agglomerate_fragments_block(
-    fragments: np.ndarray, boundary: np.ndarray, *, threshold: float
-) -> np.ndarray:
-    return agglomerate(fragments, boundary, threshold=threshold)
-
-
 def _mws_block(*channels: np.ndarray, offsets: Any, **kwargs: Any) -> np.ndarray:
     return mutex_watershed(np.stack(channels), offsets, **kwargs)
 
@@ -816,82 +806,6 @@ def watershed_blockwise(
         progress=progress,
         params={"method": "watershed", **kw},
         kwargs=kw,
-    )
-
-
-def agglomerate_blockwise(
-    boundary: Any,
-    *,
-    fragments: Any = None,
-    out: Any = None,
-    halo: int | Sequence[int],
-    threshold: float,
-    spacing: Any = None,
-    seeds: str = "minima",
-    sigma_nm: float | None = None,
-    min_seed_distance_nm: float = 0.0,
-    block_shape: int | Sequence[int] | None = None,
-    chunks: int | Sequence[int] | None = None,
-    n_workers: int = 2,
-    scheduler: SchedulerLike = None,
-    resume: bool = False,
-    overwrite: bool = False,
-    progress: bool = True,
-) -> Any:
-    """Supervoxels + mean-boundary agglomeration per block, stitched by IoU in the halo.
-
-    Exact when, for each block, the supervoxels and agglomeration of the
-    segments meeting the block and of their neighbours are decided inside
-    the read region (e.g. cells smaller than the halo, separated by
-    membranes whose boundary values do not tie).
-
-    Parameters
-    ----------
-    boundary : array
-        Boundary map (high = membrane).
-    fragments : array, optional
-        Existing supervoxels (e.g. a shipped over-segmentation); computed per
-        block with :func:`~emseg.instance.supervoxels` otherwise.
-    threshold, spacing, seeds, sigma_nm, min_seed_distance_nm
-        As for :func:`~emseg.instance.supervoxels` and
-        :func:`~emseg.instance.agglomerate`.
-    """
-    arrays, _ = _normalize_inputs(boundary)
-    sp = input_spacing(arrays[0], spacing, len(arrays[0].shape))
-    common: dict[str, Any] = {
-        "out": out,
-        "halo": halo,
-        "block_shape": block_shape,
-        "chunks": chunks,
-        "spacing": sp,
-        "n_workers": n_workers,
-        "scheduler": scheduler,
-        "resume": resume,
-        "overwrite": overwrite,
-        "progress": progress,
-    }
-    if fragments is not None:
-        kw: dict[str, Any] = {"threshold": float(threshold)}
-        return segment_blockwise(
-            _agglomerate_fragments_block,
-            [fragments, arrays[0]],
-            params={"method": "agglomerate", **kw},
-            kwargs=kw,
-            **common,
-        )
-    kw = {
-        "threshold": float(threshold),
-        "spacing": list(sp),
-        "seeds": seeds,
-        "sigma_nm": sigma_nm,
-        "min_seed_distance_nm": float(min_seed_distance_nm),
-    }
-    return segment_blockwise(
-        _agglomerate_block,
-        arrays[0],
-        params={"method": "agglomerate", **kw},
-        kwargs=kw,
-        **common,
     )
 
 
