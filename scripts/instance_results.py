@@ -186,11 +186,17 @@ def cached_boundary_map(model: PixelClassifier, image: np.ndarray, cache: str | 
     return out
 
 
-def deep_boundary_map(model: Any, image: np.ndarray, planes: int) -> np.ndarray:
-    """Channel "boundary" of a deep model, quantised as ``emseg segment`` stores it (float32)."""
+def deep_boundary_map(
+    model: Any, image: np.ndarray, planes: int, *, tta: bool = False
+) -> np.ndarray:
+    """Channel "boundary" of a deep model, quantised as ``emseg segment`` stores it (float32).
+
+    `tta`: mean over the flips of each plane (``predict_image(..., tta=True)``),
+    as a preset with ``prediction.tta`` predicts.
+    """
     from emseg.semantic.deep import predict_image
 
-    probs = predict_image(model, image, planes=planes)
+    probs = predict_image(model, image, planes=planes, tta=tta)
     p = probs[model.output_names.index("boundary")]
     return (np.rint(np.clip(p, 0, 1) * 255) / 255).astype(np.float32)
 
@@ -198,16 +204,19 @@ def deep_boundary_map(model: Any, image: np.ndarray, planes: int) -> np.ndarray:
 def cached_deep_map(model: Any, image: np.ndarray, args: argparse.Namespace) -> np.ndarray:
     """:func:`deep_boundary_map`, kept in ``args.cache`` under the weights' digest."""
     if not args.cache:
-        return deep_boundary_map(model, image, args.planes)
+        return deep_boundary_map(model, image, args.planes, tta=args.tta)
     h = hashlib.sha256()
     for name, t in sorted(model.network.state_dict().items()):
         h.update(name.encode())
         h.update(t.detach().float().numpy().tobytes())
-    path = Path(args.cache) / f"flyem_deep_{h.hexdigest()[:16]}_p{args.planes}.npy"
+    path = (
+        Path(args.cache)
+        / f"flyem_deep_{h.hexdigest()[:16]}_p{args.planes}{'_tta' if args.tta else ''}.npy"
+    )
     if path.exists():
         log.info("boundary map from %s", path)
         return np.load(path)
-    out = deep_boundary_map(model, image, args.planes)
+    out = deep_boundary_map(model, image, args.planes, tta=args.tta)
     path.parent.mkdir(parents=True, exist_ok=True)
     np.save(path, out)
     return out
@@ -216,7 +225,7 @@ def cached_deep_map(model: Any, image: np.ndarray, args: argparse.Namespace) -> 
 def deep_record(model: Any, args: argparse.Namespace) -> dict[str, Any]:
     """The deep boundary model's identity and training, as recorded in the results JSON."""
     prov = model.provenance
-    return {"kind": "deep", "model": args.deep_model, "planes": args.planes,
+    return {"kind": "deep", "model": args.deep_model, "planes": args.planes, "tta": args.tta,
             "steps": prov.get("steps"), "train_seconds": prov.get("train_seconds"),
             "validation": prov.get("validation", {}),
             "orientations": list(model.config.data.orientations)}  # fmt: skip
@@ -495,7 +504,7 @@ def gala_transfer(
     image = np.asarray(open_dataset_file("gala_fibsem", "test_image")[:])
     truth = np.asarray(open_dataset_file("gala_fibsem", "test_groundtruth")[:])
     sp = DATASETS["gala_fibsem"].spacing
-    bnd = deep_boundary_map(model, image, args.planes)
+    bnd = deep_boundary_map(model, image, args.planes, tta=args.tta)
     out = {}
     for name, (sv, t, clf) in chains.items():
         frag = supervoxels(bnd, spacing=sp, **sv)
@@ -539,8 +548,8 @@ def save_preset(
     if deep:
         (PRESET_DIR / "boundary.safetensors").unlink(missing_ok=True)
         prediction = {"kind": "deep", "model": args.deep_model, "class": "boundary",
-                      "planes": args.planes}  # fmt: skip
-        what = f"tri-planar U-Net boundary map ({args.deep_model})"
+                      "planes": args.planes, "tta": args.tta}  # fmt: skip
+        what = f"tri-planar U-Net boundary map ({args.deep_model}{', test-time flips' if args.tta else ''})"
     else:
         model_path = save_model(
             flyem["_model"], PRESET_DIR / "boundary.safetensors", overwrite=True
@@ -604,9 +613,9 @@ def save_preset(
         "training": {
             "command": "python scripts/instance_results.py --save-preset "
             + " ".join(
-                f"--{k.replace('_', '-')} {v}"
+                f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}")
                 for k, v in {"only": args.only, **_cli_settings(args)}.items()
-                if v is not None
+                if v is not None and v is not False
             ),
             "emseg": __version__,
             "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -619,7 +628,7 @@ def save_preset(
 
 
 def _cli_settings(args: argparse.Namespace) -> dict[str, Any]:
-    keys = ("boundary", "deep_model", "planes", "learned_supervoxels", "stages", "trees", "max_depth", "min_leaf",
+    keys = ("boundary", "deep_model", "planes", "tta", "learned_supervoxels", "stages", "trees", "max_depth", "min_leaf",
             "samples", "edge_trees", "edge_min_leaf", "seed", "preset_edges")  # fmt: skip
     return {k: getattr(args, k) for k in keys}
 
@@ -635,6 +644,9 @@ def main() -> None:
                         help="with --boundary deep: a shipped model name or a model folder")  # fmt: skip
     parser.add_argument("--planes", type=int, choices=(1, 3), default=3,
                         help="with --boundary deep: 3 = tri-planar prediction")  # fmt: skip
+    parser.add_argument("--tta", action="store_true",
+                        help="with --boundary deep: test-time flips (the preset then predicts "
+                        "with them too)")  # fmt: skip
     parser.add_argument("--stages", type=int, default=2, help="forest autocontext stages")
     parser.add_argument("--trees", type=int, default=30)
     parser.add_argument("--max-depth", type=int, default=14)
