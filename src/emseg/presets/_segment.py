@@ -339,20 +339,19 @@ def _instances(
                 "edges cannot be read."
             )
         clf = str(preset.path / str(name))
-    kw = {
-        "spacing": list(sp),
-        "supervoxels": dict(inst["supervoxels"]),
-        "threshold": float(agg["threshold"]),
-        "edge_classifier": clf,
-    }
-    return instance.segment_blockwise(
-        agglomerate_block,
+    sv = dict(inst["supervoxels"])
+    # one global graph (emseg.instance._graph_blockwise): exact for any block shape
+    return instance.agglomerate_blockwise(
         prob,
         out=path,
         halo=halo,
+        threshold=float(agg["threshold"]),
+        edge_classifier=clf,
         spacing=sp,
-        params={"method": "agglomerate", "edges": edges, **kw},
-        kwargs=kw,
+        seeds=sv.get("seeds", "minima"),
+        sigma_nm=sv.get("sigma_nm"),
+        min_seed_distance_nm=float(sv.get("min_seed_distance_nm", 0.0)),
+        seed_threshold=float(sv.get("threshold", 0.5)),
         **_instance_run(preset, prob.shape, path, run),
     )
 
@@ -362,10 +361,11 @@ def _instance_run(
 ) -> dict[str, Any]:
     """`run` with the preset's default block size (``instances.block_voxels``) when none is given.
 
-    Agglomeration stitches blocks by overlap, exact only where objects fit in
-    a block: neurons span whole volumes, so a neuron preset asks for larger
-    blocks than the engine's default (2**21 voxels); a volume no larger than
-    ``block_voxels`` is then one block, i.e. the in-memory result.
+    Agglomeration builds one global graph, exact for any block shape on the
+    fragments it cuts at block faces, so ``block_voxels`` is no longer needed
+    for correctness; it is still read (older presets) and only sets the size
+    of the blocks (a volume no larger than it is one block: in-memory
+    fragments). Without it the engine's default blocks (2**21 voxels) apply.
     """
     target = preset.instances.get("block_voxels")
     if run["block_shape"] is not None or not target:
