@@ -254,6 +254,28 @@ def test_resume_after_a_failure_is_byte_identical(tmp_path, grid, monkeypatch, s
     assert len(_chunks(out)) > 1
 
 
+def test_cli_learned_edges_equal_the_function(tmp_path, grid, classifier):
+    import tifffile
+
+    from emseg.cli._main import main
+    from emseg.instance import save_edge_classifier
+
+    _, bnd = grid
+    tifffile.imwrite(tmp_path / "b.tif", bnd)
+    save_edge_classifier(classifier, tmp_path / "edges.safetensors")
+    args = ["instances", str(tmp_path / "b.tif"), str(tmp_path / "o.zarr"), "--method"]
+    args += ["agglomerate", "--threshold", "0.4", "--edge-classifier"]
+    args += [str(tmp_path / "edges.safetensors"), "--no-progress", "--spacing", "1", "1", "1"]
+    args += ["--block", "3", "9", "9", "--chunks", "3", "9", "9", "--halo", "2"]
+    assert main(args) == 0
+    import zarr
+
+    got = zarr.open_group(str(tmp_path / "o.zarr"), mode="r")["0"][:]
+    kw = {"block_shape": (3, 9, 9), "chunks": (3, 9, 9), "halo": 2, "progress": False}
+    ref = agglomerate_blockwise(bnd, threshold=0.4, edge_classifier=classifier, **kw)
+    np.testing.assert_array_equal(got, ref[:])
+
+
 def test_bad_input(grid):
     _, bnd = grid
     with pytest.raises(EmsegValueError, match="threshold"):

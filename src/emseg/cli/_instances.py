@@ -26,14 +26,17 @@ as uint64 labels (0 = background) to an OME-Zarr with provenance.
                (exact for any block shape)
   watershed    split touching objects: distance-transform (nm) watershed with
                seeds at least --seed-distance nm apart
-  agglomerate  supervoxels of a boundary map (high = membrane) merged while the
-               mean boundary along their faces is below --threshold
+  agglomerate  supervoxels of a boundary map (high = membrane; 8-bit maps read
+               as q / 255) merged while the mean boundary along their faces
+               (or 1 - p of a learned --edge-classifier) is below --threshold:
+               fragments per block, ONE global graph, one agglomeration
+               (equal to the in-memory chain on the same fragments, any block)
   mws          mutex watershed of an affinity map (C, Z, Y, X) with --offsets
   link2d       per-section instances (labels, or a map with --threshold)
                linked across sections by Hungarian matching on IoU >= --min-iou
                (exact for any block shape)
 
-watershed / agglomerate / mws segment each block with --halo voxels of context
+watershed / mws segment each block with --halo voxels of context
 and join objects across blocks by IoU in the halo: exact when the objects
 meeting a block lie within block + halo (docs/instance.md). Sizes and
 distances are physical (nm, spacing from the file or --spacing).
@@ -55,7 +58,7 @@ def register(sub: Any) -> None:
         type=float,
         default=None,
         help="foreground threshold (components, watershed, link2d; default 0.5, or 127.5 for "
-        "8-bit maps) / merge threshold on the mean boundary (agglomerate; required)",
+        "8-bit maps) / merge threshold on the mean boundary in [0, 1] (agglomerate; required)",
     )
     p.add_argument(
         "--high-threshold", type=float, default=None, help="hysteresis threshold (components)"
@@ -84,6 +87,12 @@ def register(sub: Any) -> None:
     p.add_argument("--min-iou", type=float, default=0.5, help="link threshold (link2d)")
     p.add_argument(
         "--fragments", default=None, help="existing supervoxels to agglomerate (agglomerate)"
+    )
+    p.add_argument(
+        "--edge-classifier",
+        default=None,
+        metavar="PATH",
+        help="learned edges for agglomerate: a save_edge_classifier file (weights 1 - p)",
     )
     p.add_argument(
         "--offsets",
@@ -168,7 +177,8 @@ def run(args: argparse.Namespace) -> int:
         if threshold is None:
             raise EmsegValueError(
                 "--threshold is required with --method agglomerate (merge while the mean "
-                "boundary along a face is below it, in the map's units)."
+                "boundary along a face is below it, a probability in [0, 1]; 8-bit maps are "
+                "read as q / 255)."
             )
         fragments = open_image(args.fragments, spacing=image.spacing) if args.fragments else None
         out = instance.agglomerate_blockwise(
@@ -176,6 +186,7 @@ def run(args: argparse.Namespace) -> int:
             fragments=fragments,
             halo=halo,
             threshold=threshold,
+            edge_classifier=args.edge_classifier,
             sigma_nm=args.sigma,
             min_seed_distance_nm=args.seed_distance or 0.0,
             **common,
