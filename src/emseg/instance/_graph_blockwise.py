@@ -483,7 +483,14 @@ def _load_classifier(edge_classifier: Any) -> tuple[Any, str | None]:
             "`edge_classifier` must be an EdgeClassifier or the path of one "
             f"(save_edge_classifier); got {type(edge_classifier).__name__}."
         )
-    return edge_classifier, f"{type(edge_classifier).__name__}[{id(edge_classifier):x}]"
+    import hashlib
+    import pickle
+
+    try:  # the same classifier resumes the same job; another one is refused
+        digest = hashlib.sha1(pickle.dumps(edge_classifier)).hexdigest()[:16]
+    except (pickle.PicklingError, TypeError, AttributeError):  # unpicklable: never resumable
+        digest = f"id{id(edge_classifier):x}"
+    return edge_classifier, f"{type(edge_classifier).__name__}[{digest}]"
 
 
 def agglomerate_blockwise(
