@@ -140,6 +140,16 @@ def test_blockwise_equals_in_memory_chain_on_its_fragments(grid, classifier, blo
     assert same(seg, out[:])
 
 
+def test_2d_blockwise_equals_in_memory_chain(grid):
+    _, bnd = grid
+    b2 = np.ascontiguousarray(bnd[2])
+    kw = {"block_shape": (7, 8), "chunks": (7, 8), "progress": False, **OPTS}
+    out = agglomerate_blockwise(b2, threshold=0.5, **kw)
+    frag = fragments_blockwise(b2, **kw)[:]
+    np.testing.assert_array_equal(out[:], reference(frag, b2, 0.5))
+    assert out.attrs["emseg"]["n_labels"] > 1
+
+
 def test_one_block_equals_in_memory_supervoxels_and_agglomeration(grid):
     _, bnd = grid
     q = gb.dequantise(quantise_boundary(bnd))  # float32 q / 255, as emseg segment reads it
