@@ -53,7 +53,10 @@ def register(sub: Any) -> None:
         nargs="+",
         default=None,
         metavar="NAME",
-        help="subset of gaussian gradient log dog structure hessian (default: all)",
+        help=(
+            "feature families: gaussian gradient log dog structure hessian variance "
+            "(default: all but variance, the local standard deviation / texture)"
+        ),
     )
     t.add_argument(
         "--scales",
