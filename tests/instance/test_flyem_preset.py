@@ -115,7 +115,12 @@ def test_shipped_preset_segments_a_flyem_test_crop(data_root):
         from emseg.semantic.deep import predict_image
 
         deep = load_deep_model(load_preset(PRESET).model_path())
-        probs = predict_image(deep, image, planes=meta["prediction"].get("planes", 1))
+        probs = predict_image(
+            deep,
+            image,
+            planes=meta["prediction"].get("planes", 1),
+            tta=bool(meta["prediction"].get("tta", False)),
+        )
         bnd = probs[deep.output_names.index(meta["prediction"]["class"])]
     else:
         model = load_model(PRESET / meta["prediction"]["model"])
