@@ -136,8 +136,10 @@ def test_shipped_preset_segments_a_flyem_test_crop(data_root):
         weights = 1 - clf.merge_probability(rag)
     seg = agglomerate_graph(rag, threshold=agg["threshold"], edge_weights=weights)
     labels = seg.lookup(int(frag.max()))[frag]
-    before = adapted_rand_error(truth, frag).error  # forest 0.71, tri-planar U-Net 0.28
-    after = adapted_rand_error(truth, labels).error  # forest 0.13, tri-planar U-Net 0.14
+    # forest 0.71 -> 0.13; tri-planar U-Net, learned edges 0.28 -> 0.14; with flips, mean edges
+    # (the preset now) 0.40 -> 0.13
+    before = adapted_rand_error(truth, frag).error
+    after = adapted_rand_error(truth, labels).error
     assert after < 0.6 * before
     assert after < 0.2
 
