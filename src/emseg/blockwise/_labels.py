@@ -24,6 +24,12 @@
    zarr chunks without zarr's per-chunk path). The uint64 output is written
    once; the input is read once; cc3d runs once per block.
 
+Size filter (``min_size``): pass 1 also records the voxel count of each
+local label (journal summary ``[n, size_1, ..., size_n]``), the merge adds
+the pieces of each object at its root (:func:`_size_table`), and pass 3's
+table maps the local ids of objects below ``min_size`` to 0 and renumbers
+the kept ones ``1..N``: exact, with no pass more.
+
 Memory: each worker thread reuses its own buffers from block to block (the
 block's input, which becomes its mask and then its uint8 labels; in pass 3
 its labels, one output chunk and a small index slab). cc3d holds the GIL for
@@ -237,6 +243,8 @@ class _ComponentsTask:
         journal: Journal,
         threshold: float | None,
         connectivity: int,
+        *,
+        sizes: bool = False,
     ) -> None:
         self.image = image
         self.faces = faces
@@ -244,6 +252,8 @@ class _ComponentsTask:
         self.journal = journal
         self.threshold = threshold
         self.connectivity = connectivity
+        #: also record the voxel count of each local label (for a size filter)
+        self.sizes = sizes
         self.reader = ChunkIO.of(image)  # None: read through zarr / numpy
         self.buffers = _ThreadBuffers()
         #: the thread that runs cc3d: the job's own (set by label, shut down after
@@ -267,7 +277,30 @@ class _ComponentsTask:
             cc3d_thread=self.cc3d,
         )
         _save_block(self.faces / f"{block_id}.block", labels, _plane_dtype(self.blocking))
-        self.journal.mark_done("components", block_id, np.int64(n))
+        if self.sizes:
+            # summary: [n, size of local id 1, ..., size of local id n]
+            summary = _local_sizes(labels, n)
+            summary[0] = n
+            self.journal.mark_done("components", block_id, summary)
+        else:
+            self.journal.mark_done("components", block_id, np.int64(n))
+
+
+def _local_sizes(labels: np.ndarray, n: int) -> np.ndarray:
+    """Voxel counts of the ids ``0..n`` of `labels` (int64, length ``n + 1``).
+
+    Counted a few planes at a time: ``np.bincount`` converts its input to
+    intp (8 bytes per voxel), and a whole block's copy would be a large
+    temporary per worker.
+    """
+    sizes = np.zeros(n + 1, dtype=np.int64)
+    if labels.size == 0:
+        return sizes
+    flat = labels.reshape(labels.shape[0], -1)
+    step = max(1, _TAKE_BYTES // max(1, 8 * flat.shape[1]))
+    for z in range(0, flat.shape[0], step):
+        sizes += np.bincount(flat[z : z + step].ravel(), minlength=n + 1)[: n + 1]
+    return sizes
 
 
 #: Pass 3 maps stored labels to ids through ``np.take`` on about this many index bytes at a time.
@@ -559,6 +592,7 @@ class _RelabelTask:
         nodes: np.ndarray,
         roots: np.ndarray,
         removed: np.ndarray,
+        table: np.ndarray | None = None,
     ) -> None:
         self.out = out
         self.faces = faces
@@ -571,6 +605,9 @@ class _RelabelTask:
         self.nodes = nodes
         self.roots = roots
         self.removed = removed
+        #: with a size filter, the final id (0: removed) of every component of
+        #: every block, in block order (:func:`_size_table`)
+        self.table = table
         self.budget = np.uint64(math.prod(blocking.block_shape))
         self.writer = ChunkIO.of(out)
         self.buffers = _ThreadBuffers()
@@ -599,10 +636,13 @@ class _RelabelTask:
         n = int(self.counts[block_id])
         offset = np.uint64(block_id) * self.budget
         lut = np.zeros(n + 1, dtype=np.uint64)
-        if n:
+        if n and self.table is not None:
+            start = int(self.prefix[block_id])
+            lut[1:] = self.table[start : start + n]
+        elif n:
             lut[1:] = self.final_ids(offset + np.arange(1, n + 1, dtype=np.uint64))
 
-        def fill(region: tuple[slice, ...], buffer: np.ndarray) -> bool:
+        def fill(region: tuple[slice, ...], buffer: np.ndarray) -> bool | None:
             # the uint64 ids go straight into the writer's chunk buffer: the
             # block's ids are never all in memory, and no page is faulted in
             # per block ("clip": unbuffered, the ids are all in range). np.take
@@ -619,7 +659,8 @@ class _RelabelTask:
                 idx = index[: part.shape[0]]
                 np.copyto(idx, part)  # into a reused buffer: np.take allocates no copy
                 np.take(lut, idx, out=buffer[z : z + step], mode="clip")
-            return True  # some ids >= 1: not the fill value
+            # some ids >= 1: not the fill value; unless a size filter mapped them to 0
+            return True if self.table is None else None
 
         _write_by_chunks(self.out, block.write_roi, fill, writer=self.writer, buffers=self.buffers)
         self.journal.mark_done("relabel", block_id)
@@ -672,6 +713,42 @@ def _write_by_chunks(
             out[slices] = view
 
 
+def _size_table(
+    counts: np.ndarray,
+    sizes: np.ndarray,
+    nodes: np.ndarray,
+    roots: np.ndarray,
+    budget: int,
+    min_size: int,
+) -> tuple[np.ndarray, int]:
+    """Final ids of all components of all blocks with a size filter: ``(table, n_kept)``.
+
+    `sizes` holds the voxel counts of the local ids ``1..counts[b]`` of each
+    block ``b``, in block order (the table's order too). The pieces of each
+    merged object (`nodes` -> `roots`, global ids) add up at its root; roots
+    with at least `min_size` voxels get consecutive ids ``1..n_kept`` in the
+    order of their global ids (as without a filter), the others and all
+    non-roots map through their root (0 when it is removed).
+    """
+    k = int(counts.sum())
+    prefix = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)[:-1]]).astype(np.int64)
+
+    def dense(ids: np.ndarray) -> np.ndarray:
+        b = ((ids - np.uint64(1)) // np.uint64(budget)).astype(np.int64)
+        return prefix[b] + (ids - b.astype(np.uint64) * np.uint64(budget)).astype(np.int64) - 1
+
+    root = np.arange(k, dtype=np.int64)
+    if nodes.size:
+        root[dense(nodes)] = dense(roots)
+    total = np.bincount(root, weights=sizes, minlength=k) if k else np.zeros(0)
+    keep = total >= min_size  # non-roots total 0 (< min_size >= 1)
+    keep &= root == np.arange(k)
+    del total
+    new = np.cumsum(keep, dtype=np.uint64)
+    new[~keep] = 0
+    return new[root], int(np.count_nonzero(keep))
+
+
 def merge_pairs(pairs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Union-find over id pairs: ``(nodes, roots, removed)``.
 
@@ -708,6 +785,7 @@ def label(
     spacing: Any = None,
     n_workers: int = 2,
     scheduler: SchedulerLike = None,
+    min_size: int = 0,
     resume: bool = False,
     overwrite: bool = False,
     progress: bool = True,
@@ -731,6 +809,13 @@ def label(
         ``image[roi]`` in memory (objects are cut at the box's faces); the
         output outside it stays 0. With several workers it must start on a
         chunk boundary.
+    min_size : int, default 0
+        Remove objects with fewer voxels than this (they become background)
+        and number the kept ones ``1..N``; in voxels (convert a physical size
+        with the spacing, e.g. ``math.ceil(size_nm3 / math.prod(spacing))``).
+        Exact: an object is measured whole after stitching, however it is
+        cut by blocks. Costs no extra pass (pass 1 counts each block's
+        components, the merge adds them up); 0 or 1 keeps everything.
     block_shape, chunks, spacing, n_workers, scheduler, resume, overwrite, progress
         As for :func:`map_blocks`. Blocks must be chunk-aligned when parallel.
 
@@ -738,7 +823,8 @@ def label(
     -------
     zarr.Array of uint64
         Labels ``1..N`` (0 = background). Exact: equal to
-        ``cc3d.connected_components(foreground, connectivity=...)`` up to a
+        ``cc3d.connected_components(foreground, connectivity=...)`` (then
+        without the objects smaller than `min_size`) up to a
         renumbering of the ids (VOI = 0), for any block shape. Ids follow
         block order, then cc3d's raster order inside the block of each
         object's first voxel, so they depend on `block_shape`. The number of
@@ -762,6 +848,12 @@ def label(
             check_label_dtype(img, name="image")
     elif not np.isfinite(float(threshold)):
         raise EmsegValueError(f"`threshold` must be a finite number; got {threshold!r}.")
+    if isinstance(min_size, bool) or not isinstance(min_size, int | np.integer) or min_size < 0:
+        raise EmsegValueError(
+            f"`min_size` must be an integer >= 0 (voxels); got {min_size!r}. "
+            "Convert a physical size with the spacing: ceil(size_nm3 / prod(spacing))."
+        )
+    min_size = int(min_size)
     out_chunks = resolve_chunks(out, chunks, shape)
     if block_shape is None:
         block_shape = default_block_shape(shape, out_chunks)
@@ -777,6 +869,9 @@ def label(
         "block_shape": list(blocking.block_shape),
         "chunks": list(out_chunks),
     }
+    if min_size > 1:
+        # only then: jobs without a filter keep their recorded params (resume works)
+        job["min_size"] = min_size
     with open_backend(scheduler, n_workers) as backend:
         check_chunk_alignment(blocking, out_chunks, parallel=backend.parallel)
         if backend.kind == "distributed" and out is None:
@@ -802,7 +897,9 @@ def label(
         faces.mkdir(exist_ok=True)
         n_blocks = len(blocking)
 
-        components = _ComponentsTask(img, faces, blocking, journal, threshold, conn)
+        components = _ComponentsTask(
+            img, faces, blocking, journal, threshold, conn, sizes=min_size > 1
+        )
         if backend.kind != "distributed":
             # the job's own cc3d thread, ended with the pass: its allocator arena (with
             # the freed cc3d output in it) is then reused by the next passes' threads
@@ -828,17 +925,45 @@ def label(
             desc="label 2/3 faces",
         )
         counts = np.zeros(n_blocks, dtype=np.uint64)
+        block_sizes: list[tuple[int, np.ndarray]] = []
         for bid, s in journal.iter_summaries("components"):
-            counts[bid] = int(s) if s is not None else 0
+            if s is None:
+                continue
+            if min_size > 1:  # [n, sizes of local ids 1..n]
+                counts[bid] = int(s[0])
+                block_sizes.append((bid, s[1:]))
+            else:
+                counts[bid] = int(s)
         found = [s for _, s in journal.iter_summaries("faces") if s is not None and s.size]
         pairs = np.concatenate(found) if found else np.zeros((0, 2), np.uint64)
         nodes, roots, removed = merge_pairs(pairs.astype(np.uint64))
-        n_labels = int(counts.sum()) - int(removed.size)
-        log.info("label: %d objects (%d merged across blocks)", n_labels, removed.size)
+        table = None
+        if min_size > 1:
+            block_sizes.sort(key=lambda item: item[0])
+            sizes = (
+                np.concatenate([sz for _, sz in block_sizes])
+                if block_sizes
+                else np.zeros(0, np.int64)
+            )
+            table, n_labels = _size_table(
+                counts, sizes, nodes, roots, math.prod(blocking.block_shape), min_size
+            )
+            del sizes, block_sizes
+            log.info(
+                "label: %d objects of >= %d voxels (%d merged across blocks)",
+                n_labels,
+                min_size,
+                removed.size,
+            )
+        else:
+            n_labels = int(counts.sum()) - int(removed.size)
+            log.info("label: %d objects (%d merged across blocks)", n_labels, removed.size)
         del found, pairs
         _trim_heap()
         run_blocks(
-            _RelabelTask(output.array, faces, blocking, journal, counts, nodes, roots, removed),
+            _RelabelTask(
+                output.array, faces, blocking, journal, counts, nodes, roots, removed, table
+            ),
             output.todo("relabel", n_blocks),
             backend,
             progress=progress,

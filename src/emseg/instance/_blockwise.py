@@ -332,14 +332,17 @@ def components_blockwise(
         block_shape = default_block_shape(shape, out_chunks)
     blk: dict[str, Any] = {"block_shape": block_shape, "chunks": out_chunks}
     min_vox = to_voxels(min_nm, sp)
-    if high is None and hole_nm is None and not fill_all_holes and min_vox <= 1:
-        # plain components: the engine's stitched labels are the result
+    if high is None and hole_nm is None and not fill_all_holes:
+        # plain components, with or without a size filter: the engine's stitched
+        # labels are the result (it sums the pieces' sizes in its merge and maps
+        # small objects to 0 in its last pass: no scratch labels, no extra pass)
         result = label(
             img,
             out=out,
             threshold=t,
             connectivity=conn,
             spacing=sp,
+            min_size=min_vox if min_vox > 1 else 0,
             resume=resume,
             overwrite=overwrite,
             **blk,
