@@ -101,9 +101,20 @@ MIN_SIZE_NM3 = 64 * 8.0  # 64 voxels at 2 nm isotropic
 
 
 def _components_child(src: str, out: str, block: str) -> None:
+    """Run in a child process: components_blockwise with a size filter; time and peak RSS.
+
+    As in bench_blockwise.py's label child, everything the job imports (cc3d,
+    scipy's csgraph, numcodecs, emseg.io with numba, tqdm) is loaded before
+    the baseline RSS: the growth above it is what the job's data cost.
+    """
+    import cc3d  # noqa: F401
+    import numcodecs  # noqa: F401
     import psutil
+    import scipy.sparse.csgraph  # noqa: F401
+    import tqdm  # noqa: F401
     import zarr
 
+    import emseg.io  # noqa: F401
     from emseg.instance import components_blockwise
 
     image = zarr.open_array(src, mode="r")
