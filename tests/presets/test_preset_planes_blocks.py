@@ -92,7 +92,8 @@ def test_one_block_agglomeration_equals_in_memory_with_a_small_halo(
     tmp_path, blob_data, forest_model_file
 ):
     """block_voxels covering the volume: the in-memory chain even with a halo of 1 voxel."""
-    from emseg.presets._segment import agglomerate_block
+    from emseg.instance import agglomerate
+    from emseg.instance import supervoxels as make_supervoxels
     from emseg.semantic.forest import load_model, quantize
 
     image, _ = blob_data
@@ -112,10 +113,9 @@ def test_one_block_agglomeration_equals_in_memory_with_a_small_halo(
     assert load_preset(p.path).instances["block_voxels"] == 2**24
     result = segment(image, p.path, tmp_path / "out", spacing=SPACING, chunks=16, progress=False)
     boundary = quantize(load_model(forest_model_file).predict_proba(image, spacing=SPACING))[0]
-    expected = agglomerate_block(
-        boundary.astype(np.float32) / 255, spacing=list(SPACING), supervoxels=supervoxels,
-        threshold=0.4,
-    )  # fmt: skip
+    bnd = boundary.astype(np.float32) / 255  # the in-memory chain on the stored map
+    expected = agglomerate(make_supervoxels(bnd, spacing=SPACING, **supervoxels), bnd,
+                           threshold=0.4)  # fmt: skip
     labels = open_image(result.labels)[:]
     assert 1 < result.n_objects == len(np.unique(expected))
     _same_partition(labels, expected)

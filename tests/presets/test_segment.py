@@ -255,8 +255,9 @@ def test_list_presets_of_a_folder_and_the_shipped_ones(tmp_path, forest_model_fi
 
 def test_agglomerate_preset_equals_the_block_function_in_memory(tmp_path, blob_data,
                                                                 forest_model_file):  # fmt: skip
+    from emseg.instance import agglomerate
+    from emseg.instance import supervoxels as make_supervoxels
     from emseg.presets import write_preset
-    from emseg.presets._segment import agglomerate_block
     from emseg.semantic.forest import load_model, quantize
 
     image, _ = blob_data
@@ -274,10 +275,9 @@ def test_agglomerate_preset_equals_the_block_function_in_memory(tmp_path, blob_d
     write_preset(doc, preset.path)
     result = segment(image, preset.path, tmp_path / "out", spacing=SPACING, progress=False)
     boundary = quantize(load_model(forest_model_file).predict_proba(image, spacing=SPACING))[0]
-    expected = agglomerate_block(
-        boundary.astype(np.float32) / 255, spacing=list(SPACING), supervoxels=supervoxels,
-        threshold=0.4,
-    )  # fmt: skip
+    bnd = boundary.astype(np.float32) / 255  # the in-memory chain on the stored map
+    expected = agglomerate(make_supervoxels(bnd, spacing=SPACING, **supervoxels), bnd,
+                           threshold=0.4)  # fmt: skip
     labels = open_image(result.labels)[:]
     assert 1 < result.n_objects == len(np.unique(expected))
     _same_partition(labels, expected)

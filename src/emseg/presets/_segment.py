@@ -263,37 +263,6 @@ def _halo(preset: Preset, sp: tuple[float, ...]) -> tuple[int, ...]:
     return tuple(max(1, math.ceil(v / s)) for v, s in zip(h, sp, strict=True))
 
 
-_EDGE_CLASSIFIERS: dict[str, Any] = {}
-
-
-def agglomerate_block(
-    boundary: np.ndarray,
-    *,
-    spacing: list[float],
-    supervoxels: dict[str, Any],
-    threshold: float,
-    edge_classifier: str | None = None,
-) -> np.ndarray:
-    """Supervoxels + agglomeration of one block (mean boundary, or a learned classifier).
-
-    Module-level so that distributed workers can unpickle it; the classifier
-    file is loaded once per process.
-    """
-    from emseg import instance
-
-    frags = instance.supervoxels(boundary, spacing=spacing, **supervoxels)
-    if edge_classifier is None:
-        return instance.agglomerate(frags, boundary, threshold=threshold)
-    clf = _EDGE_CLASSIFIERS.get(edge_classifier)
-    if clf is None:
-        clf = instance.load_edge_classifier(edge_classifier)
-        _EDGE_CLASSIFIERS[edge_classifier] = clf
-    rag = instance.region_adjacency_graph(frags, boundary)
-    p = clf.merge_probability(rag)
-    agg = instance.agglomerate_graph(rag, threshold=threshold, edge_weights=1.0 - p)
-    return agg.lookup(int(frags.max()))[frags]
-
-
 def _instances(
     preset: Preset,
     prob: ProbabilityChannel,
