@@ -120,6 +120,30 @@ def test_label_threshold_connectivity_and_resume(tmp_path, image_path, capsys):
     np.testing.assert_array_equal(_read(out)[:], labels)
 
 
+def test_label_min_size_in_nm3(tmp_path, image_path, capsys):
+    """--min-size 20 voxels' volume: cc3d + removal of components under 20 voxels, in memory."""
+    src, data = image_path
+    out = tmp_path / "big.ome.zarr"
+    voxel = 50 * 4 * 4
+    args = ["label", str(src), str(out), "--threshold", "215", "--min-size", str(20 * voxel)]
+    args += ["--block", "4", "8", "8", "--chunks", "4", "8", "8", "--no-progress"]
+    assert main([*args, "--spacing", "50", "4", "4"]) == 0
+    ref = cc3d.connected_components(data > 215, connectivity=26)  # 24 objects, 11 small
+    sizes = np.bincount(ref.ravel())
+    small = np.flatnonzero(sizes < 20)
+    assert small.size > 1  # the filter removes some ...
+    assert (sizes[1:] >= 20).sum() > 1  # ... and keeps some
+    ref[np.isin(ref, small)] = 0
+    labels = _read(out)[:]
+    pairs = np.unique(np.stack([labels.ravel(), ref.ravel()]), axis=1)
+    assert pairs.shape[1] == np.unique(labels).size == np.unique(ref).size
+    assert f"{np.unique(ref).size - 1} objects" in capsys.readouterr().out
+    # a size in voxels (smaller than one voxel's volume) is refused with the fix in the message
+    bad = ["label", str(src), str(tmp_path / "x.zarr"), "--min-size", "20"]
+    assert main([*bad, "--spacing", "50", "4", "4", "--no-progress"]) == 2
+    assert "not in voxels" in capsys.readouterr().err
+
+
 def test_label_2d_and_help(tmp_path, capsys):
     img = np.zeros((30, 30), np.uint8)
     img[5:25, 10] = 1
