@@ -59,7 +59,7 @@ from emseg.blockwise import (
 from emseg.blockwise import as_inputs as _normalize_inputs
 from emseg.errors import EmsegTypeError, EmsegValueError
 from emseg.instance._agglomerate import agglomerate_graph, supervoxels
-from emseg.instance._blockwise import _check_out, _Named, _open_out, _Scratch
+from emseg.instance._blockwise import _check_out, _Named, _open_out, _Remap, _Scratch
 from emseg.instance._rag import QUANTILES, RegionAdjacencyGraph, region_adjacency_graph
 from emseg.instance._validate import check_labels, check_map, check_threshold
 
@@ -445,29 +445,17 @@ class _EdgesTask:
 
 
 class _RelabelTask:
-    """Pass 4: fragments -> segments of the write region."""
+    """Pass 4: fragments -> segments of the write region (every fragment is a graph node)."""
 
     def __init__(
-        self,
-        fragments: Any,
-        out: Any,
-        blocking: Blocking,
-        journal: Journal,
-        nodes: np.ndarray,
-        segment: np.ndarray,
+        self, fragments: Any, out: Any, blocking: Blocking, journal: Journal, remap: _Remap
     ) -> None:
-        self.fragments, self.out, self.blocking, self.journal = fragments, out, blocking, journal
-        self.nodes, self.segment = nodes, segment
+        self.fragments, self.out, self.blocking = fragments, out, blocking
+        self.journal, self.remap = journal, remap
 
     def __call__(self, block_id: int) -> None:
         roi = self.blocking[block_id].write_roi
-        frag = read_block(self.fragments, roi).astype(np.uint64, copy=False)
-        seg = np.zeros(frag.shape, np.uint64)
-        if self.nodes.size:
-            idx = np.searchsorted(self.nodes, frag).clip(max=self.nodes.size - 1)
-            hit = (self.nodes[idx] == frag) & (frag != 0)
-            seg[hit] = self.segment[idx[hit]]
-        self.out[roi.to_slices()] = seg
+        self.out[roi.to_slices()] = self.remap(read_block(self.fragments, roi))
         self.journal.mark_done("relabel", block_id)
 
 
@@ -660,7 +648,7 @@ def agglomerate_blockwise(
 
         t0 = time.perf_counter()
         run_blocks(
-            _RelabelTask(frag, output.array, blocking, journal, agg.nodes, agg.segment),
+            _RelabelTask(frag, output.array, blocking, journal, _Remap(agg.nodes, agg.segment)),
             output.todo("relabel", n_blocks),
             backend,
             progress=progress,
