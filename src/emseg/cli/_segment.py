@@ -75,10 +75,24 @@ def list_lines() -> list[str]:
             f"  segments    {p.target}",
             f"  model       {p.kind} {p.prediction['model']} (class {p.prediction['class']!r}), "
             f"trained at {' x '.join(f'{s:g}' for s in p.spacing)} nm",
+            *_prediction_lines(p.kind, p.prediction),
             f"  instances   {p.method}",
             f"  validation  {_scores(p.scores)}  ({where})",
         ]
     return lines
+
+
+def _prediction_lines(kind: str, prediction: dict[str, Any]) -> list[str]:
+    """How a deep preset predicts: ``prediction.planes`` and ``prediction.tta`` (one line).
+
+    A forest preset predicts one way only and gets no line.
+    """
+    if kind != "deep":
+        return []
+    planes = int(prediction.get("planes", 1))
+    how = "(xy, zx and zy planes, averaged)" if planes == 3 else "(as trained)"
+    tta = "on (test-time flips)" if prediction.get("tta", False) else "off"
+    return [f"  predicts    planes {planes} {how}, tta {tta}"]
 
 
 def _validation_where(val: dict[str, Any]) -> str:
