@@ -11,8 +11,6 @@ import torch
 from emseg.errors import DatasetNotFoundError, FormatError
 from emseg.semantic.deep import (
     ConfigError,
-    Intensity,
-    Model,
     class_map,
     load_config,
     load_model,
@@ -23,11 +21,7 @@ from emseg.semantic.deep import (
     predict_triplanar,
 )
 
-
-def _model(tiny_config, seed=0, **overrides):
-    cfg = tiny_config(**overrides)
-    m = Model.create(cfg, spacing=(40.0, 8.0, 8.0), intensity=Intensity(128.0, 40.0), seed=seed)
-    return m.__class__(m.network.eval(), m.config, m.spacing, m.intensity, m.provenance)
+from ._helpers import eval_model
 
 
 @pytest.fixture
@@ -37,7 +31,7 @@ def volume(rng):
 
 @pytest.mark.parametrize("block_shape", [(1, 16, 16), (2, 32, 24), (3, 50, 70)])
 def test_blockwise_equals_in_memory_2d_net(tiny_config, volume, block_shape):
-    model = _model(tiny_config)
+    model = eval_model(tiny_config)
     ref = predict_image(model, volume, tile_shape=(1, 32, 32), overlap=0.5)
     assert ref.shape == (2, 3, 50, 70)
     np.testing.assert_allclose(ref.sum(axis=0), 1.0, atol=1e-5)
@@ -57,7 +51,7 @@ def test_blockwise_equals_in_memory_2d_net(tiny_config, volume, block_shape):
 
 def test_blockwise_equals_in_memory_3d_anisotropic(tiny_config, rng):
     vol = rng.integers(0, 255, size=(12, 40, 36), dtype=np.uint8)
-    model = _model(
+    model = eval_model(
         tiny_config,
         data={"class_names": ["bg", "a", "b"], "patch_shape": [4, 16, 16]},
         network={"dim": 3, "channels": [4, 8, 8], "anisotropic": True},
@@ -80,7 +74,7 @@ def test_blockwise_equals_in_memory_3d_anisotropic(tiny_config, rng):
 def test_blockwise_to_ome_zarr_uint8_and_class_map(tiny_config, volume, tmp_path):
     from emseg.io import open_image
 
-    model = _model(tiny_config)
+    model = eval_model(tiny_config)
     ref = predict_image(model, volume[:, :32, :32], tile_shape=(1, 32, 32))
     predict_blockwise(
         model,
@@ -102,7 +96,7 @@ def test_blockwise_to_ome_zarr_uint8_and_class_map(tiny_config, volume, tmp_path
 
 
 def test_2d_image_and_tta(tiny_config, volume):
-    model = _model(tiny_config)
+    model = eval_model(tiny_config)
     img = volume[0]
     p = predict_image(model, img)
     np.testing.assert_allclose(p, predict_image(model, img[None])[:, 0], atol=1e-6)
@@ -123,7 +117,7 @@ def test_2d_image_and_tta(tiny_config, volume):
 
 
 def test_ensembles_and_vote(tiny_config, rng):
-    a, b = _model(tiny_config, seed=0), _model(tiny_config, seed=1)
+    a, b = eval_model(tiny_config, seed=0), eval_model(tiny_config, seed=1)
     vol = rng.integers(0, 255, size=(16, 16, 16), dtype=np.uint8)
     e = predict_ensemble([a, b], vol)
     np.testing.assert_allclose(e, (predict_image(a, vol) + predict_image(b, vol)) / 2, atol=1e-6)
@@ -139,7 +133,7 @@ def test_ensembles_and_vote(tiny_config, rng):
 
 
 def test_save_load_roundtrip_and_pickle_refused(tiny_config, volume, tmp_path):
-    model = _model(tiny_config)
+    model = eval_model(tiny_config)
     model.save(tmp_path / "m")
     loaded = load_model(tmp_path / "m")
     np.testing.assert_array_equal(predict_image(loaded, volume[0]), predict_image(model, volume[0]))

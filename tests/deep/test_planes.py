@@ -8,7 +8,6 @@ import pytest
 from emseg.errors import EmsegValueError
 from emseg.semantic.deep import (
     ConfigError,
-    Intensity,
     Model,
     predict_blockwise,
     predict_image,
@@ -16,11 +15,9 @@ from emseg.semantic.deep import (
 )
 from emseg.semantic.deep._train import orientation_samplers
 
+from ._helpers import eval_model
 
-def _model(tiny_config, seed=0, **overrides):
-    cfg = tiny_config(**overrides)
-    m = Model.create(cfg, spacing=(10.0, 10.0, 10.0), intensity=Intensity(128.0, 40.0), seed=seed)
-    return m.__class__(m.network.eval(), m.config, m.spacing, m.intensity, m.provenance)
+ISOTROPIC = (10.0, 10.0, 10.0)  # the models' training spacing (nm)
 
 
 @pytest.fixture
@@ -30,7 +27,7 @@ def cuboid(rng):
 
 
 def test_planes_3_is_the_mean_of_the_three_transposed_predictions(tiny_config, cuboid):
-    model = _model(tiny_config)
+    model = eval_model(tiny_config, spacing=ISOTROPIC)
     kw = {"tile_shape": (1, 16, 16), "overlap": 0.5}
     xy = predict_image(model, cuboid, **kw)
     zx = predict_image(model, np.ascontiguousarray(cuboid.transpose(1, 0, 2)), **kw)
@@ -46,7 +43,7 @@ def test_planes_3_is_the_mean_of_the_three_transposed_predictions(tiny_config, c
 
 @pytest.mark.parametrize("block_shape", [(4, 8, 12), (12, 20, 28)])
 def test_planes_3_blockwise_equals_in_memory(tiny_config, cuboid, block_shape):
-    model = _model(tiny_config)
+    model = eval_model(tiny_config, spacing=ISOTROPIC)
     ref = predict_image(model, cuboid, tile_shape=(1, 16, 16), overlap=0.5, planes=3)
     out = predict_blockwise(
         model,
@@ -63,7 +60,7 @@ def test_planes_3_blockwise_equals_in_memory(tiny_config, cuboid, block_shape):
 
 
 def test_planes_3_default_blocks_are_cubes_spanning_every_view(tiny_config, rng):
-    model = _model(tiny_config)
+    model = eval_model(tiny_config, spacing=ISOTROPIC)
     vol = rng.integers(0, 255, size=(40, 48, 56), dtype=np.uint8)
     ref = predict_image(model, vol, tile_shape=(1, 16, 16), planes=3)
     out = predict_blockwise(
@@ -73,12 +70,17 @@ def test_planes_3_default_blocks_are_cubes_spanning_every_view(tiny_config, rng)
 
 
 def test_planes_validation(tiny_config, cuboid):
-    model = _model(tiny_config)
+    model = eval_model(tiny_config, spacing=ISOTROPIC)
     with pytest.raises(EmsegValueError, match="`planes` must be 1"):
         predict_image(model, cuboid, planes=2)
     with pytest.raises(EmsegValueError, match="needs a 2D network and a 3D"):
         predict_image(model, cuboid[0], planes=3)
-    m3 = _model(tiny_config, network={"dim": 3, "channels": [4, 8]}, data__patch_shape=[8, 16, 16])
+    m3 = eval_model(
+        tiny_config,
+        spacing=ISOTROPIC,
+        network={"dim": 3, "channels": [4, 8]},
+        data__patch_shape=[8, 16, 16],
+    )
     with pytest.raises(EmsegValueError, match="needs a 2D network"):
         predict_blockwise(m3, cuboid, planes=3, progress=False)
 
@@ -169,7 +171,7 @@ def test_emseg_predict_planes_3_cli(tiny_config, cuboid, tmp_path, capsys):
     from emseg.cli import main
     from emseg.io import open_image, write_image
 
-    model = _model(tiny_config)
+    model = eval_model(tiny_config, spacing=ISOTROPIC)
     model.save(tmp_path / "model")
     write_image(cuboid, tmp_path / "img.ome.zarr", spacing=(10.0, 10.0, 10.0))
     argv = ["predict", str(tmp_path / "model"), str(tmp_path / "img.ome.zarr"),
