@@ -93,19 +93,29 @@ class Journal:
         self.path.mkdir(parents=True)
         _atomic_write(self.path / "params.json", json.dumps(new, sort_keys=True).encode())
 
-    def _stage(self, stage: str) -> Path:
-        p = self.path / stage
-        p.mkdir(exist_ok=True)
-        return p
-
     def mark_done(self, stage: str, block_id: int, summary: Any = None) -> None:
-        """Record that `block_id` of `stage` is finished, with its summary (or None)."""
+        """Record that `block_id` of `stage` is finished, with its summary (or None).
+
+        Call it only after the block's chunks are written: the record is what
+        a resumed job trusts. The stage's folder is created by the first
+        record that finds it missing (one ``mkdir`` per stage and process,
+        not one per block); the journal keeps no state about it, so a copy
+        sent to another process, or a journal restarted with :meth:`start`,
+        stays right.
+        """
         data = b""
         if summary is not None:
             buf = io.BytesIO()
             np.save(buf, np.asarray(summary), allow_pickle=False)
             data = buf.getvalue()
-        _atomic_write(self._stage(stage) / str(int(block_id)), data)
+        target = self.path / stage / str(int(block_id))
+        try:
+            _atomic_write(target, data)
+        except FileNotFoundError:
+            # the stage's first record: make its folder (not the journal's, which start()
+            # made: a journal removed under a running job is an error, as before)
+            target.parent.mkdir(exist_ok=True)
+            _atomic_write(target, data)
 
     def done(self, stage: str) -> set[int]:
         """The ids of the finished blocks of `stage`."""
