@@ -96,7 +96,8 @@ def test_a_record_killed_before_its_rename_leaves_no_record(journal, monkeypatch
     monkeypatch.undo()
     assert journal.done("map") == {0}  # the temporary file is not a record
     leftovers = [n for n in os.listdir(journal.path / "map") if n != "0"]
-    assert len(leftovers) == 1 and leftovers[0].startswith(".1.")
+    assert len(leftovers) == 1
+    assert leftovers[0].startswith(".1.")  # the temporary name of block 1's record
     journal.mark_done("map", 1, np.arange(3))  # redone on resume
     assert journal.done("map") == {0, 1}
     np.testing.assert_array_equal(journal.summary("map", 1), np.arange(3))
