@@ -5,7 +5,8 @@ map; :func:`agglomerate_graph` merges the pair of regions with the lowest
 mean boundary value along their common face first, re-computing the merged
 region's faces exactly (boundary sums and voxel-pair counts add), until the
 lowest mean reaches the threshold; :func:`agglomerate` runs both steps
-on an image.
+on an image. With ``merge_small``, segments still smaller than a size
+afterwards are merged into the neighbour with the lowest mean boundary.
 """
 
 from __future__ import annotations
@@ -20,7 +21,13 @@ import numpy as np
 from emseg._checks import check_choice, parse_spacing
 from emseg.errors import EmsegValueError
 from emseg.instance._rag import RegionAdjacencyGraph, region_adjacency_graph
-from emseg.instance._validate import check_labels, check_map, check_threshold
+from emseg.instance._validate import (
+    check_labels,
+    check_map,
+    check_threshold,
+    physical_size,
+    to_voxels,
+)
 from emseg.instance._watershed import find_seeds, seeded_watershed
 
 log = logging.getLogger(__name__)
@@ -108,7 +115,11 @@ class Agglomeration:
 
 
 def agglomerate_graph(
-    rag: RegionAdjacencyGraph, *, threshold: float, edge_weights: np.ndarray | None = None
+    rag: RegionAdjacencyGraph,
+    *,
+    threshold: float,
+    edge_weights: np.ndarray | None = None,
+    merge_small: int = 0,
 ) -> Agglomeration:
     """Merge regions by increasing mean boundary along their faces, up to `threshold`.
 
@@ -122,10 +133,18 @@ def agglomerate_graph(
     edge_weights : (E,) ndarray of float, optional
         Per-edge values to average instead of the boundary map (e.g. a
         classifier's merge probabilities inverted); weighted by face size.
+    merge_small : int, default 0
+        Then merge every segment of fewer than `merge_small` voxels (the sum
+        of its nodes' ``rag.sizes``), smallest first, into the neighbour with
+        the lowest mean edge weight along their common face, whatever that
+        mean is, until every segment that has a neighbour has at least
+        `merge_small` voxels. A segment with no neighbour stays as it is.
+        0 (the default) merges by the threshold only.
 
     Returns
     -------
     Agglomeration
+        ``merges`` lists the threshold merges, then the small-segment merges.
 
     Notes
     -----
@@ -133,9 +152,13 @@ def agglomerate_graph(
     neighbour ``n`` has sum ``sum(a, n) + sum(b, n)`` and count
     ``count(a, n) + count(b, n)``, so its mean is the exact mean over all
     voxel pairs of the merged face (waterz's ``MeanAffinity``). Ties merge
-    the smaller ``(u, v)`` first.
+    the smaller ``(u, v)`` first. Small segments are taken in order of
+    ``(size, smallest node id)``; a tie of the mean between neighbours goes
+    to the one with the smaller smallest node id; sizes and faces are
+    updated after every merge.
     """
     t = check_threshold(threshold, name="threshold")
+    small = _check_merge_small(merge_small)
     edges = rag.edges
     count = rag.features["count"]
     if edge_weights is None:
@@ -156,6 +179,7 @@ def agglomerate_graph(
         heap.append((s / c, a, b))
     heapq.heapify(heap)
     parent = {n: n for n in adj}
+    size = dict(zip(rag.nodes.tolist(), rag.sizes.tolist(), strict=True)) if small else {}
     merges = []
     while heap:
         mean, a, b = heapq.heappop(heap)
@@ -166,22 +190,11 @@ def agglomerate_graph(
             continue  # stale entry
         keep, gone = (a, b) if len(adj[a]) >= len(adj[b]) else (b, a)
         merges.append((a, b, mean))
-        parent[gone] = keep
-        del adj[keep][gone]
-        for n, st in adj.pop(gone).items():
-            if n == keep:
-                continue
-            del adj[n][gone]
-            cur = adj[keep].get(n)
-            if cur is None:
-                adj[keep][n] = st
-                adj[n][keep] = st
-            else:
-                cur[0] += st[0]
-                cur[1] += st[1]
-                st = cur
+        for n, st in _merge_into(adj, parent, size, keep, gone):
             u, v = (keep, n) if keep < n else (n, keep)
             heapq.heappush(heap, (st[0] / st[1], u, v))
+    if small:
+        merges += _merge_small(adj, parent, size, small)
     nodes = rag.nodes.astype(np.uint64)
 
     def root(x: int) -> int:
@@ -200,11 +213,86 @@ def agglomerate_graph(
     return Agglomeration(nodes, segment, np.asarray(merges, dtype=np.float64).reshape(-1, 3))
 
 
+def _check_merge_small(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
+        raise EmsegValueError(
+            f"`merge_small` must be an integer number of voxels >= 0; got {value!r}. "
+            "For a size in nm^3 use merge_small_nm3= of agglomerate / agglomerate_blockwise."
+        )
+    return int(value)
+
+
+def _merge_into(
+    adj: dict[int, dict[int, list[float]]],
+    parent: dict[int, int],
+    size: dict[int, int],
+    keep: int,
+    gone: int,
+) -> list[tuple[int, list[float]]]:
+    """Merge region `gone` into `keep` (faces add up); return the updated faces of `keep`."""
+    parent[gone] = keep
+    if size:
+        size[keep] += size.pop(gone)
+    del adj[keep][gone]
+    changed = []
+    for n, st in adj.pop(gone).items():
+        if n == keep:
+            continue
+        del adj[n][gone]
+        cur = adj[keep].get(n)
+        if cur is None:
+            adj[keep][n] = st
+            adj[n][keep] = st
+        else:
+            cur[0] += st[0]
+            cur[1] += st[1]
+            st = cur
+        changed.append((n, st))
+    return changed
+
+
+def _merge_small(
+    adj: dict[int, dict[int, list[float]]],
+    parent: dict[int, int],
+    size: dict[int, int],
+    min_size: int,
+) -> list[tuple[int, int, float]]:
+    """Merge segments below `min_size` voxels, smallest first, across their lowest-mean face.
+
+    A segment is named by its smallest node id (``low``): ties of size, and of
+    the mean between neighbours, go to the smaller one.
+    """
+    low = {r: r for r in adj}  # roots after the threshold merges -> smallest node id
+    for n in parent:
+        r = n
+        while parent[r] != r:
+            r = parent[r]
+        low[r] = min(low[r], n)
+    heap = [(s, low[r], r) for r, s in size.items() if s < min_size and adj[r]]
+    heapq.heapify(heap)
+    merges = []
+    while heap:
+        s, _, r = heapq.heappop(heap)
+        if size.get(r) != s or not adj[r]:
+            continue  # stale: merged or grown since
+        faces = adj[r]
+        target = min(faces, key=lambda n: (faces[n][0] / faces[n][1], low[n]))
+        mean = faces[target][0] / faces[target][1]
+        merges.append((min(r, target), max(r, target), mean))
+        _merge_into(adj, parent, size, target, r)
+        low[target] = min(low[target], low.pop(r))
+        if size[target] < min_size:
+            heapq.heappush(heap, (size[target], low[target], target))
+    return merges
+
+
 def agglomerate(
     fragments: Any,
     boundary: Any,
     *,
     threshold: float,
+    spacing: Any = None,
+    merge_small_nm3: float | None = None,
 ) -> np.ndarray:
     """Merge `fragments` whose common faces have a mean `boundary` value below `threshold`.
 
@@ -216,6 +304,12 @@ def agglomerate(
         Boundary probability (high = membrane).
     threshold : float
         See :func:`agglomerate_graph`.
+    spacing : float or sequence of float, optional
+        Voxel size in nm (z, y, x); only used by `merge_small_nm3`.
+    merge_small_nm3 : float, optional
+        After the threshold, segments smaller than this (nm^3; nm^2 in 2D)
+        are merged into the neighbour with the lowest mean boundary along
+        their common face (``merge_small`` of :func:`agglomerate_graph`).
 
     Returns
     -------
@@ -228,10 +322,25 @@ def agglomerate(
     >>> bnd = np.array([[0, 0.1, 0.1, 0.8, 0.8, 0]])
     >>> agglomerate(frag, bnd, threshold=0.5)
     array([[1, 1, 1, 1, 2, 2]], dtype=uint32)
+    >>> agglomerate(frag, bnd, threshold=0.5, spacing=(10, 10), merge_small_nm3=500)
+    array([[1, 1, 1, 1, 1, 1]], dtype=uint32)
     """
     frag = check_labels(fragments, name="fragments")
+    small = merge_small_voxels(merge_small_nm3, spacing=spacing, ndim=frag.ndim)
     rag = region_adjacency_graph(frag, boundary)
-    result = agglomerate_graph(rag, threshold=threshold)
+    result = agglomerate_graph(rag, threshold=threshold, merge_small=small)
     lut = result.lookup(int(frag.max()) if frag.size else 0)
     dtype = np.uint32 if result.segment.size < 2**32 else np.uint64
     return lut.astype(dtype)[frag]
+
+
+def merge_small_voxels(merge_small_nm3: Any, *, spacing: Any, ndim: int) -> int:
+    """`merge_small_nm3` (nm^3, nm^2 in 2D) as ``merge_small`` voxels of :func:`agglomerate_graph`.
+
+    The smallest voxel count whose physical size is at least `merge_small_nm3`
+    (segments below it are merged); 0 for None or 0. A size in voxels (less
+    than one voxel's volume) is refused with the fix.
+    """
+    sp = parse_spacing(spacing, ndim)
+    size = physical_size(merge_small_nm3, name="merge_small_nm3", spacing=sp, ndim=ndim)
+    return to_voxels(size, sp)

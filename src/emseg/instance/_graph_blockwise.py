@@ -58,7 +58,7 @@ from emseg.blockwise import (
 )
 from emseg.blockwise import as_inputs as _normalize_inputs
 from emseg.errors import EmsegTypeError, EmsegValueError
-from emseg.instance._agglomerate import agglomerate_graph, supervoxels
+from emseg.instance._agglomerate import agglomerate_graph, merge_small_voxels, supervoxels
 from emseg.instance._blockwise import _check_out, _Named, _open_out, _Remap, _Scratch
 from emseg.instance._rag import QUANTILES, RegionAdjacencyGraph, region_adjacency_graph
 from emseg.instance._validate import check_labels, check_map, check_threshold
@@ -489,6 +489,7 @@ def agglomerate_blockwise(
     halo: int | Sequence[int] = 0,
     threshold: float,
     edge_classifier: Any = None,
+    merge_small_nm3: float | None = None,
     spacing: Any = None,
     seeds: str = "minima",
     sigma_nm: float | None = None,
@@ -527,6 +528,10 @@ def agglomerate_blockwise(
         with `edge_classifier`) is below it.
     edge_classifier : EdgeClassifier or path, optional
         Learned edges: weights ``1 - merge_probability`` of the global graph.
+    merge_small_nm3 : float, optional
+        Then merge segments smaller than this (nm^3; nm^2 in 2D) into the
+        neighbour with the lowest mean edge weight (``merge_small`` of
+        :func:`~emseg.instance.agglomerate_graph`, sizes from the global graph).
     spacing, seeds, sigma_nm, min_seed_distance_nm, seed_threshold
         As for :func:`fragments_blockwise`.
     out, block_shape, chunks, n_workers, scheduler, resume, overwrite, progress
@@ -538,8 +543,8 @@ def agglomerate_blockwise(
     zarr.Array of uint64
         Segments ``1..N`` in order of their smallest fragment id; attribute
         ``emseg`` holds ``n_labels``, ``n_fragments``, ``n_edges`` and the
-        parameters. Equal to ``agglomerate_graph(boundary_graph(F, boundary))``
-        applied to the assembled fragments ``F`` (bit for bit, any block
+        parameters. Equal to ``agglomerate_graph(boundary_graph(F, boundary),
+        merge_small=...)`` applied to the assembled fragments ``F`` (bit for bit, any block
         shape or scheduler); for a volume of one block (and no `fragments`),
         equal to the in-memory ``supervoxels`` + that agglomeration.
     """
@@ -558,6 +563,7 @@ def agglomerate_blockwise(
         raise EmsegTypeError(
             f"`boundary` must be a float map in [0, 1] or uint8 levels; got dtype {bnd_dtype}."
         )
+    small = merge_small_voxels(merge_small_nm3, spacing=sp, ndim=ndim)
     clf, clf_name = _load_classifier(edge_classifier)
     if fragments is not None:
         frag_arrays, _ = _normalize_inputs(fragments)
@@ -579,6 +585,8 @@ def agglomerate_blockwise(
         "edge_classifier": clf_name,
         "fragments": "given" if fragments is not None else {"halo": halo, **opts},
     }
+    if small:  # absent when off: jobs and outputs without it are unchanged
+        job["merge_small_nm3"] = float(merge_small_nm3 or 0.0)
     run: dict[str, Any] = {"n_workers": n_workers, "scheduler": scheduler, "progress": progress}
     seconds: dict[str, float] = {}
     scratch = _Scratch(out, resume)
@@ -636,7 +644,7 @@ def agglomerate_blockwise(
 
         t0 = time.perf_counter()
         weights = None if clf is None else 1.0 - clf.merge_probability(rag)
-        agg = agglomerate_graph(rag, threshold=t, edge_weights=weights)
+        agg = agglomerate_graph(rag, threshold=t, edge_weights=weights, merge_small=small)
         seconds["agglomerate"] = time.perf_counter() - t0
         log.info(
             "agglomerate_blockwise: %d fragments, %d edges (%d table rows) -> %d segments",
