@@ -196,3 +196,76 @@ def test_blockwise_equals_in_memory_graph(block):
     out = agglomerate_blockwise(bnd, threshold=0.3, merge_small_nm3=n * 1000.0, n_workers=2, **kw)
     np.testing.assert_array_equal(out[:], ref)
     assert out.attrs["emseg"]["params"]["merge_small_nm3"] == n * 1000.0
+
+
+def _median_segment(rag, t: float) -> int:
+    """The median segment size (voxels) of the plain agglomeration: half are smaller."""
+    seg = agglomerate_graph(rag, threshold=t).segment
+    sizes = np.bincount(seg.astype(np.int64), weights=rag.sizes)[1:]
+    return int(np.sort(sizes)[sizes.size // 2])
+
+
+def _preset_doc(agglomeration):
+    return {
+        "format": "emseg.preset",
+        "format_version": 1,
+        "name": "tiny-neurons",
+        "spacing": [10.0, 10.0, 10.0],
+        "prediction": {"kind": "forest", "model": "none.safetensors", "class": "boundary"},
+        "instances": {
+            "method": "agglomerate",
+            "supervoxels": {"sigma_nm": 7.0},
+            "agglomeration": agglomeration,
+            "halo_nm": [20.0, 20.0, 20.0],
+        },
+    }
+
+
+def test_preset_merge_small_nm3_reaches_the_agglomeration(tmp_path):
+    from emseg.errors import FormatError
+    from emseg.presets._preset import parse_preset
+    from emseg.presets._segment import _instances
+
+    _, bnd, _, _ = cell_grid(3, shape=(6, 18, 18), cell=6)
+    sp = (10.0, 10.0, 10.0)
+    run = {"block_shape": (6, 18, 18), "chunks": None, "n_workers": 1, "scheduler": None,
+           "resume": False, "progress": False}  # fmt: skip
+    base = {"edges": "mean", "threshold": 0.3, "edge_classifier": None}
+    frag = fragments_blockwise(bnd, spacing=sp, sigma_nm=7.0, halo=2, progress=False)[:]
+    rag = boundary_graph(frag, bnd)
+    n = _median_segment(rag, 0.3)
+    for n_vox in (0, n):
+        agg = {**base, "merge_small_nm3": n_vox * 1000.0 if n_vox else None}
+        preset = parse_preset(_preset_doc(agg), tmp_path / "p")
+        out = _instances(preset, bnd, tmp_path / f"out{n_vox}.zarr", sp, run)
+        ref = agglomerate_graph(rag, threshold=0.3, merge_small=n_vox).lookup(int(frag.max()))
+        np.testing.assert_array_equal(out[:], ref[frag])
+    assert ref[frag].max() < agglomerate_graph(rag, threshold=0.3).segment.max()
+    for bad in (-5.0, "1e6", True):
+        with pytest.raises(FormatError, match="merge_small_nm3"):
+            parse_preset(_preset_doc({**base, "merge_small_nm3": bad}), tmp_path / "p")
+
+
+def test_cli_merge_small(tmp_path, capsys):
+    import tifffile
+    import zarr
+
+    from emseg.cli import main
+
+    _, bnd, _, _ = cell_grid(3, shape=(6, 18, 18), cell=6)
+    path = tmp_path / "boundary.tif"
+    tifffile.imwrite(path, bnd)
+    args = ["instances", str(path), "", "--method", "agglomerate", "--threshold", "0.3",
+            "--sigma", "7", "--halo", "2", "--no-progress", "--spacing", "10", "10", "10"]  # fmt: skip
+    frag = fragments_blockwise(bnd, spacing=10.0, sigma_nm=7.0, halo=2, progress=False)[:]
+    rag = boundary_graph(frag, bnd)
+    n = _median_segment(rag, 0.3)
+    ref = agglomerate_graph(rag, threshold=0.3, merge_small=n)
+    assert ref.segment.max() < agglomerate_graph(rag, threshold=0.3).segment.max()
+    args[2] = str(tmp_path / "small.zarr")
+    assert main([*args, "--merge-small", str(n * 1000)]) == 0
+    got = zarr.open_group(args[2], mode="r")["0"][:]
+    np.testing.assert_array_equal(got, ref.lookup(int(frag.max()))[frag])
+    args[2] = str(tmp_path / "voxels.zarr")
+    assert main([*args, "--merge-small", "40"]) != 0  # 40 voxels is not 40 nm^3
+    assert "nm^3, not in voxels" in capsys.readouterr().err

@@ -30,7 +30,9 @@ as uint64 labels (0 = background) to an OME-Zarr with provenance.
                as q / 255) merged while the mean boundary along their faces
                (or 1 - p of a learned --edge-classifier) is below --threshold:
                fragments per block, ONE global graph, one agglomeration
-               (equal to the in-memory chain on the same fragments, any block)
+               (equal to the in-memory chain on the same fragments, any block);
+               --merge-small NM3 then merges smaller segments into the
+               neighbour with the lowest mean boundary
   mws          mutex watershed of an affinity map (C, Z, Y, X) with --offsets
   link2d       per-section instances (labels, or a map with --threshold)
                linked across sections by Hungarian matching on IoU >= --min-iou
@@ -72,6 +74,14 @@ def register(sub: Any) -> None:
     )
     p.add_argument(
         "--max-hole", type=float, default=None, metavar="NM3", help="fill holes up to nm^3"
+    )
+    p.add_argument(
+        "--merge-small",
+        type=float,
+        default=None,
+        metavar="NM3",
+        help="agglomerate: then merge segments smaller than this (nm^3, nm^2 for 2D; NOT "
+        "voxels) into the neighbour with the lowest mean boundary",
     )
     p.add_argument(
         "--seed-distance",
@@ -187,6 +197,7 @@ def run(args: argparse.Namespace) -> int:
             halo=halo,
             threshold=threshold,
             edge_classifier=args.edge_classifier,
+            merge_small_nm3=args.merge_small,
             sigma_nm=args.sigma,
             min_seed_distance_nm=args.seed_distance or 0.0,
             **common,

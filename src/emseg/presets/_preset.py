@@ -179,6 +179,13 @@ def parse_preset(doc: dict[str, Any], path: str | os.PathLike[str]) -> Preset:
         _require(inst, key, dict, where)
     if method == "agglomerate" and "threshold" not in inst["agglomeration"]:
         raise FormatError(f"{str(where)!r}: `instances.agglomeration.threshold` is missing.")
+    small = inst["agglomeration"].get("merge_small_nm3") if method == "agglomerate" else None
+    if small is not None and (isinstance(small, bool) or not isinstance(small, int | float)
+                              or small < 0):  # fmt: skip
+        raise FormatError(
+            f"{str(where)!r}: `instances.agglomeration.merge_small_nm3` must be a size >= 0 "
+            f"in nm^3 (or null); got {small!r}."
+        )
     if len(spacing) not in (2, 3) or not all(isinstance(s, int | float) and s > 0 for s in spacing):
         raise FormatError(
             f"{str(where)!r}: `spacing` must be 2 or 3 positive numbers (nm); got {spacing!r}."

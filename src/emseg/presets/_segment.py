@@ -316,6 +316,7 @@ def _instances(
         halo=halo,
         threshold=float(agg["threshold"]),
         edge_classifier=clf,
+        merge_small_nm3=agg.get("merge_small_nm3"),
         spacing=sp,
         seeds=sv.get("seeds", "minima"),
         sigma_nm=sv.get("sigma_nm"),
