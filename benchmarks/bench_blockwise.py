@@ -14,12 +14,16 @@ Side by side in one run:
   row runs ``scheduler="local"`` end to end, start-up included. Then
   ``dask.array.map_overlap`` (from_zarr -> to_zarr, 2 threads) once.
 - Out-of-core connected components (26-connectivity, uint64 output, label's
-  default blocks unless ``--label-block Z Y X``) against
-  ``cc3d.connected_components`` in memory on the uint8 mask, in ``--repeats``
-  interleaved rounds: wall and CPU time ratios, and the peak RSS growth of
-  the blockwise job above its imports (measured in a child process) as a
-  fraction of the volume. Then once on a LocalCluster of 2 processes
-  (``--no-distributed`` skips it).
+  default blocks unless ``--label-block Z Y X``) against three references,
+  each in a fresh child process: ``cc3d.connected_components`` in memory on
+  the uint8 mask, its first call (CPU split into user and system, with its
+  page faults) and a repeated call; and what a user without emseg runs
+  end to end (read the whole zarr into numpy, cc3d to uint64, write a zarr
+  with the emseg output's chunks and codec), with its peak RSS growth. In
+  ``--repeats`` interleaved rounds: emseg's wall and CPU time ratios to each
+  reference, and the peak RSS growth of the blockwise job above its imports
+  (child process) as a fraction of the volume. Then once on a LocalCluster
+  of 2 processes (``--no-distributed`` skips it).
 
 The CPU is shared with other work, so the numbers are indicative. Run
 ``python benchmarks/bench_blockwise.py [--size N] [--repeats R] [--only gaussian|label]``;
@@ -32,11 +36,14 @@ import argparse
 import json
 import math
 import os
+import resource
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -79,27 +86,98 @@ def _peak_rss() -> int:
     return peak_rss_bytes()
 
 
+def _usage() -> dict[str, float]:
+    """This process's CPU times (user, system) and page faults (minor, major) so far."""
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return {
+        "user": ru.ru_utime,
+        "sys": ru.ru_stime,
+        "minflt": float(ru.ru_minflt),
+        "majflt": float(ru.ru_majflt),
+    }
+
+
 def _cc3d_child(src: str) -> None:
     """Run in a child process: cc3d on the uint8 mask in memory, a first and a repeated call.
 
-    The mask is loaded before the timer. The first call pays for its output
-    (512 MiB of uint32 for 512^3, page-faulted on this VM), as a user's one
-    call does; the second call reuses the memory the first one freed.
+    The mask is loaded before the timer. Both calls allocate and page-fault
+    their output (512 MiB of uint32 for 512^3; freed memory that large goes
+    back to the kernel), but the first one, as a user's one call, gets
+    physical pages this VM has not used lately, which cost several times
+    more system time per fault than the pages the first call just freed,
+    which the second gets back (docs/blockwise.md, "cc3d's first call").
+    Each call's user and system CPU seconds and minor / major page faults
+    (``getrusage``) are reported: they show where the first call's extra
+    time goes.
     """
     import cc3d
     import zarr
 
     # uint8, not bool: cc3d 4.1's bool (binary) path is wrong in some cases
     fg = (zarr.open_array(src, mode="r")[:] > 127).view(np.uint8)
-    result: dict[str, float] = {}
+    result: dict[str, float | str] = {}
     for name in ("first", "second"):
+        before = _usage()
         start, cpu = time.perf_counter(), time.process_time()
         labels = cc3d.connected_components(fg, connectivity=26)
         result[name] = time.perf_counter() - start
         result[name + "_cpu"] = time.process_time() - cpu
+        after = _usage()
+        for key in ("user", "sys", "minflt", "majflt"):
+            result[f"{name}_{key}"] = after[key] - before[key]
         result["n"] = int(labels.max())
+        result["out_dtype"] = str(labels.dtype)
+        result["out_mib"] = labels.nbytes / 2**20
         del labels
     print(json.dumps(result))
+
+
+def _numpy_child(src: str, out: str, codec: str) -> None:
+    """Run in a child process: what a user without emseg runs for the label job.
+
+    Timed end to end: read the whole input zarr into numpy, threshold it to a
+    uint8 mask, ``cc3d.connected_components`` (26-connectivity) straight to
+    uint64, and write the labels into a new zarr array with the emseg
+    output's chunks and codec (`codec`: the JSON of its compressor, a zarr v3
+    ``BloscCodec`` configuration) through zarr's own ``__setitem__``.
+    Everything the job imports is loaded before the baseline RSS, as in
+    :func:`_label_child`; the growth above it (VmHWM) is the job's data.
+    """
+    import cc3d
+    import psutil
+    import zarr
+    from zarr.codecs import BloscCodec
+
+    compressor = BloscCodec(**json.loads(codec))
+    baseline = psutil.Process().memory_info().rss
+    cpu = time.process_time()
+    start = time.perf_counter()
+    image = zarr.open_array(src, mode="r")
+    fg = (image[:] > 127).view(np.uint8)
+    labels, n = cc3d.connected_components(fg, connectivity=26, out_dtype=np.uint64, return_N=True)
+    del fg
+    arr = zarr.create_array(
+        store=out,
+        shape=labels.shape,
+        dtype=np.uint64,
+        chunks=CHUNKS,
+        fill_value=0,
+        compressors=compressor,
+    )
+    arr[:] = labels
+    seconds = time.perf_counter() - start
+    cpu = time.process_time() - cpu
+    print(
+        json.dumps(
+            {
+                "seconds": seconds,
+                "cpu": cpu,
+                "n": int(n),
+                "peak_rss": _peak_rss(),
+                "baseline_rss": baseline,
+            }
+        )
+    )
 
 
 def _label_child(src: str, out: str, block: str = "default") -> None:
@@ -288,92 +366,170 @@ def gaussian_rows(image, src: Path, tmpd: Path, *, repeats: int = 3) -> dict[str
     return rows
 
 
+def _child(*args: str) -> dict:
+    """Run this script with `args` in a fresh Python process; its last stdout line as JSON."""
+    proc = subprocess.run(
+        [sys.executable, __file__, *args], capture_output=True, text=True, check=True
+    )
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+#: The references of the label job: (key in the rounds, row name).
+LABEL_REFERENCES = {
+    "cc3d": "cc3d in memory, first call",
+    "cc3d_warm": "cc3d in memory, repeated call",
+    "numpy": "numpy + cc3d + zarr, end to end",
+}
+
+
 def label_rows(
     image, src: Path, tmpd: Path, *, repeats: int = 3, block: str = "default", distributed: bool
-) -> dict[str, dict]:
-    """The label rows: `repeats` interleaved rounds of cc3d in memory and emseg blockwise.
+) -> tuple[dict[str, dict], dict[str, dict[str, float]]]:
+    """The label rows and emseg's ratios: `repeats` interleaved rounds of the references and
+    emseg blockwise.
 
-    Each round times ``cc3d.connected_components`` on the uint8 mask in a
-    fresh child process (no I/O; the first call, which allocates its output,
-    and a repeated call that reuses that memory), then the blockwise job (2 threads) in a child process
-    (wall, CPU = user + system of all its threads, and peak RSS growth above
-    its imports). Ratios are taken within each round (the load drifts) and
-    reported as medians with every round's value; the load average (1 min)
-    is recorded at the start and end of the rounds.
+    Each round runs three fresh child processes, one after the other:
+
+    - ``cc3d.connected_components`` on the uint8 mask in memory (no I/O),
+      the first call and a repeated call (both fault in their output; the
+      first on pages this VM has not used lately), each with its CPU time
+      split into user and system and its page faults;
+    - what a user without emseg runs (:func:`_numpy_child`): read the whole
+      zarr, cc3d to uint64, write a zarr with the emseg output's chunks and
+      codec, timed end to end, with its peak RSS growth;
+    - the blockwise job (2 threads): wall, CPU = user + system of all its
+      threads, and peak RSS growth above its imports.
+
+    emseg's wall and CPU ratios to each of the three references are taken
+    within each round (the load drifts) and reported as medians with every
+    round's value; the load average (1 min) is recorded at the start and end
+    of the rounds.
     """
     import zarr
 
+    from emseg.blockwise._output import output_codec
+
     n = int(image.shape[0])
     nbytes = math.prod(image.shape)  # uint8: one byte per voxel
-    keys = ("cc3d", "cc3d_cpu", "cc3d_warm", "emseg", "emseg_cpu", "growth")
-    rounds: dict[str, list[float]] = {k: [] for k in keys}
+    codec = output_codec(np.uint64)
+    codec_json = json.dumps(codec.to_dict()["configuration"])
+    rounds: dict[str, list[float]] = {}
+
+    def add(key: str, value: float) -> None:
+        rounds.setdefault(key, []).append(float(value))
+
     loads = []
-    n_ref = n_ours = 0
+    n_ref = n_ours = n_np = 0
+    cc3d_dtype = ""
     block_shape: list[int] = []
     for r in range(repeats):
         loads.append(os.getloadavg()[0])
-        ref = subprocess.run(
-            [sys.executable, __file__, "--cc3d-child", str(src)],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        c = json.loads(ref.stdout.strip().splitlines()[-1])
-        rounds["cc3d"].append(c["first"])
-        rounds["cc3d_cpu"].append(c["first_cpu"])
-        rounds["cc3d_warm"].append(c["second"])
-        n_ref = int(c["n"])
+        c = _child("--cc3d-child", str(src))
+        add("cc3d", c["first"])
+        add("cc3d_cpu", c["first_cpu"])
+        add("cc3d_warm", c["second"])
+        add("cc3d_warm_cpu", c["second_cpu"])
+        for call in ("first", "second"):
+            for key in ("user", "sys", "minflt", "majflt"):
+                add(f"cc3d_{call}_{key}", c[f"{call}_{key}"])
+        n_ref, cc3d_dtype = int(c["n"]), f"{c['out_dtype']}, {c['out_mib']:.0f} MiB"
+        ref_out = tmpd / f"numpy-{r}.zarr"
+        u = _child("--numpy-child", str(src), str(ref_out), codec_json)
+        add("numpy", u["seconds"])
+        add("numpy_cpu", u["cpu"])
+        add("numpy_growth", u["peak_rss"] - u["baseline_rss"])
+        n_np = int(u["n"])
         out = tmpd / f"labels-{r}.zarr"
-        child = subprocess.run(
-            [sys.executable, __file__, "--label-child", str(src), str(out), block],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        m = json.loads(child.stdout.strip().splitlines()[-1])
-        rounds["emseg"].append(m["seconds"])
-        rounds["emseg_cpu"].append(m["cpu"])
-        rounds["growth"].append(m["peak_rss"] - m["baseline_rss"])
+        m = _child("--label-child", str(src), str(out), block)
+        add("emseg", m["seconds"])
+        add("emseg_cpu", m["cpu"])
+        add("growth", m["peak_rss"] - m["baseline_rss"])
         block_shape = m["block_shape"]
-        n_ours = zarr.open_array(str(out / "0"), mode="r").attrs["emseg"]["n_labels"]
-        assert n_ours == n_ref, "blockwise label count differs from cc3d"
+        ours = zarr.open_array(str(out / "0"), mode="r")
+        theirs = zarr.open_array(str(ref_out), mode="r")
+        mark: Any = ours.attrs["emseg"]
+        n_ours = int(mark["n_labels"])
+        assert n_ours == n_ref == n_np, "label counts differ between emseg and cc3d"
+        # the reference writes what emseg writes: same dtype, chunks and codecs
+        assert (theirs.dtype, theirs.chunks) == (ours.dtype, ours.chunks), "not the same layout"
+        assert ours.metadata.to_dict()["codecs"] == theirs.metadata.to_dict()["codecs"], "codec"
+        if r == 0:  # and the same labels up to their numbering, on the first slab
+            a = np.asarray(ours[: CHUNKS[0]]).ravel()
+            b = np.asarray(theirs[: CHUNKS[0]]).ravel()
+            assert np.array_equal(a == 0, b == 0), "foreground differs from cc3d's"
+            pairs = np.unique(a * np.uint64(int(b.max()) + 1) + b)
+            assert len(pairs) == len(np.unique(a)) == len(np.unique(b)), "labels differ"
+        shutil.rmtree(ref_out)
+        shutil.rmtree(out)
     loads.append(os.getloadavg()[0])
     r_ = {k: np.asarray(v) for k, v in rounds.items()}
-    ratio = r_["emseg"] / r_["cc3d"]
-    warm_ratio = r_["emseg"] / r_["cc3d_warm"]
-    cpu_ratio = r_["emseg_cpu"] / r_["cc3d_cpu"]
     fraction = r_["growth"] / nbytes
+    np_fraction = r_["numpy_growth"] / nbytes
 
     def each(values: np.ndarray, fmt: str = "{:.2f}") -> str:
         return " / ".join(fmt.format(v) for v in values)
 
+    def med(key: str) -> float:
+        return _median(rounds[key])
+
     rows: dict[str, dict] = {}
     rows["label cc3d in memory on a uint8 mask (no I/O), first call in a fresh process"] = {
-        "seconds": _median(rounds["cc3d"]),
+        "seconds": med("cc3d"),
         "rounds": each(r_["cc3d"]),
-        "cpu_seconds": _median(rounds["cc3d_cpu"]),
+        "cpu_seconds": med("cc3d_cpu"),
+        "user_seconds": med("cc3d_first_user"),
+        "sys_seconds": med("cc3d_first_sys"),
+        "minor_page_faults": med("cc3d_first_minflt"),
+        "major_page_faults": med("cc3d_first_majflt"),
+        "output": cc3d_dtype,
         "objects": n_ref,
     }
-    rows["label cc3d in memory, repeated call (memory of the first call reused)"] = {
-        "seconds": _median(rounds["cc3d_warm"]),
+    rows["label cc3d in memory, repeated call (on the pages the first call freed)"] = {
+        "seconds": med("cc3d_warm"),
         "rounds": each(r_["cc3d_warm"]),
+        "cpu_seconds": med("cc3d_warm_cpu"),
+        "user_seconds": med("cc3d_second_user"),
+        "sys_seconds": med("cc3d_second_sys"),
+        "minor_page_faults": med("cc3d_second_minflt"),
+        "major_page_faults": med("cc3d_second_majflt"),
     }
-    rows[f"label emseg blockwise zarr->zarr, 2 threads, blocks {tuple(block_shape)}"] = {
-        "seconds": _median(rounds["emseg"]),
+    rows[
+        "label numpy + cc3d + zarr end to end (read zarr, cc3d to uint64, write zarr with "
+        "emseg's chunks and codec), fresh process"
+    ] = {
+        "seconds": med("numpy"),
+        "rounds": each(r_["numpy"]),
+        "cpu_seconds": med("numpy_cpu"),
+        "objects": n_np,
+        "rss_growth_mib": _median(list(r_["numpy_growth"] / 2**20)),
+        "rss_growth_fraction_of_volume": _median(list(np_fraction)),
+        "fraction_rounds": each(np_fraction, "{:.3f}"),
+        "codec": codec_json,
+    }
+    emseg_row: dict = {
+        "seconds": med("emseg"),
         "rounds": each(r_["emseg"]),
-        "ratio_to_cc3d": _median(list(ratio)),
-        "ratio_rounds": each(ratio),
-        "ratio_to_cc3d_repeated_call": _median(list(warm_ratio)),
-        "ratio_repeated_rounds": each(warm_ratio),
-        "cpu_seconds": _median(rounds["emseg_cpu"]),
-        "cpu_ratio_to_cc3d": _median(list(cpu_ratio)),
-        "cpu_ratio_rounds": each(cpu_ratio),
-        "objects": n_ours,
-        "rss_growth_mib": _median(list(r_["growth"] / 2**20)),
-        "rss_growth_fraction_of_volume": _median(list(fraction)),
-        "fraction_rounds": each(fraction, "{:.3f}"),
-        "volume": f"{n}^3 uint8 = {nbytes / 2**20:.0f} MiB",
+        "cpu_seconds": med("emseg_cpu"),
     }
+    ratios: dict[str, dict[str, float]] = {}
+    for key, name in LABEL_REFERENCES.items():
+        wall = r_["emseg"] / r_[key]
+        cpu = r_["emseg_cpu"] / r_[f"{key}_cpu"]
+        emseg_row[f"ratio_to_{key}"] = _median(list(wall))
+        emseg_row[f"ratio_to_{key}_rounds"] = each(wall)
+        emseg_row[f"cpu_ratio_to_{key}"] = _median(list(cpu))
+        emseg_row[f"cpu_ratio_to_{key}_rounds"] = each(cpu)
+        ratios[name] = {"wall": _median(list(wall)), "cpu": _median(list(cpu))}
+    emseg_row.update(
+        {
+            "objects": n_ours,
+            "rss_growth_mib": _median(list(r_["growth"] / 2**20)),
+            "rss_growth_fraction_of_volume": _median(list(fraction)),
+            "fraction_rounds": each(fraction, "{:.3f}"),
+            "volume": f"{n}^3 uint8 = {nbytes / 2**20:.0f} MiB",
+        }
+    )
+    rows[f"label emseg blockwise zarr->zarr, 2 threads, blocks {tuple(block_shape)}"] = emseg_row
     rows["load average (1 min) during the label rounds"] = {
         "seconds": float("nan"),
         "load": f"{min(loads):.1f}-{max(loads):.1f}",
@@ -404,16 +560,16 @@ def label_rows(
             )
         rows["label emseg blockwise zarr->zarr, LocalCluster 2 processes"] = {
             "seconds": t_ld,
-            "ratio_to_cc3d": t_ld / _median(rounds["cc3d"]),
+            **{f"ratio_to_{k}": t_ld / med(k) for k in LABEL_REFERENCES},
         }
-    return rows
+    return rows, ratios
 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--size", type=int, default=512, help="edge of the cubic volume")
     parser.add_argument(
-        "--repeats", type=int, default=3, help="interleaved rounds of the Gaussian cases"
+        "--repeats", type=int, default=3, help="interleaved rounds of the Gaussian and label cases"
     )
     parser.add_argument(
         "--only",
@@ -435,6 +591,9 @@ def main(argv: list[str] | None = None) -> dict:
         "--label-child", nargs=3, metavar=("SRC", "OUT", "BLOCK"), help=argparse.SUPPRESS
     )
     parser.add_argument("--cc3d-child", metavar="SRC", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--numpy-child", nargs=3, metavar=("SRC", "OUT", "CODEC"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args(argv)
     if args.label_child:
         _label_child(*args.label_child)
@@ -442,11 +601,15 @@ def main(argv: list[str] | None = None) -> dict:
     if args.cc3d_child:
         _cc3d_child(args.cc3d_child)
         return {}
+    if args.numpy_child:
+        _numpy_child(*args.numpy_child)
+        return {}
 
     import zarr
 
     n = args.size
     rows: dict[str, dict] = {}
+    ratios: dict[str, dict[str, float]] = {}
     block = "default" if args.label_block is None else ",".join(map(str, args.label_block))
     with tempfile.TemporaryDirectory(prefix="emseg-bench-") as tmp:
         tmpd = Path(tmp)
@@ -456,16 +619,15 @@ def main(argv: list[str] | None = None) -> dict:
         if args.only in ("all", "gaussian"):
             rows.update(gaussian_rows(image, src, tmpd, repeats=args.repeats))
         if args.only in ("all", "label"):
-            rows.update(
-                label_rows(
-                    image,
-                    src,
-                    tmpd,
-                    repeats=args.repeats,
-                    block=block,
-                    distributed=not args.no_distributed,
-                )
+            label, ratios = label_rows(
+                image,
+                src,
+                tmpd,
+                repeats=args.repeats,
+                block=block,
+                distributed=not args.no_distributed,
             )
+            rows.update(label)
 
     result = {
         "volume": [n, n, n],
@@ -477,6 +639,8 @@ def main(argv: list[str] | None = None) -> dict:
         "note": "shared CPU: indicative numbers",
         "rows": rows,
     }
+    if ratios:
+        result["label_ratios_to_references"] = ratios
     print(f"blockwise benchmark, {n}^3 uint8, chunks {CHUNKS}")
     print(f"{'case':<58}{'seconds':>9}  extra")
     for name, row in rows.items():
@@ -486,6 +650,11 @@ def main(argv: list[str] | None = None) -> dict:
             if k != "seconds"
         )
         print(f"{name:<58}{row['seconds']:>9.2f}  {extra}")
+    if ratios:
+        print(f"\nlabel: emseg's time / the reference's (median of {args.repeats} rounds)")
+        print(f"{'reference':<40}{'wall':>8}{'CPU':>8}")
+        for ref, r in ratios.items():
+            print(f"{ref:<40}{r['wall']:>8.2f}{r['cpu']:>8.2f}")
     Path("bench_output").mkdir(exist_ok=True)
     name = "blockwise" if args.only == "all" else f"blockwise-{args.only}"
     Path(f"bench_output/{name}.json").write_text(json.dumps(result, indent=2))
