@@ -102,10 +102,11 @@ def _cc3d_child(src: str) -> None:
 
     The mask is loaded before the timer. Both calls allocate and page-fault
     their output (512 MiB of uint32 for 512^3; freed memory that large goes
-    back to the kernel), but the first one, as a user's one call, gets
-    physical pages this VM has not used lately, which cost several times
-    more system time per fault than the pages the first call just freed,
-    which the second gets back (docs/blockwise.md, "cc3d's first call").
+    back to the kernel), but the first one, as a user's one call, gets some
+    or all of it on physical pages this VM has not used lately, which cost
+    up to ~15x more system time per fault than the pages the first call
+    just freed, which the second gets back (docs/blockwise.md, "cc3d's
+    first call").
     Each call's user and system CPU seconds and minor / major page faults
     (``getrusage``) are reported: they show where the first call's extra
     time goes.
