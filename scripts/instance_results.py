@@ -35,6 +35,10 @@ Usage::
 
     python scripts/instance_results.py                      # both datasets (forests)
     python scripts/instance_results.py --only flyem --boundary deep --save-preset
+    # + small-segment clean-up (size chosen with the threshold on z 60-79)
+    python scripts/instance_results.py --only flyem --boundary deep --tta --merge-small tune
+    # another boundary map of the whole volume (or the mean of several), no preset
+    python scripts/instance_results.py --only flyem --boundary-map a.npy b.npy --merge-small tune
 
 Prints a table and writes ``bench_output/instance_results.json``; with
 ``--save-preset`` writes ``src/emseg/presets/neurons-fibsem/`` (deep: the
@@ -87,6 +91,9 @@ FLYEM_THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.40, 0.81, 0.05))
 LEARNED_THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.05, 0.96, 0.05))
 #: A U-Net's boundary map is sharper than a forest's: its mean thresholds start lower.
 DEEP_THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.20, 0.81, 0.05))
+#: ``--merge-small tune`` (FlyEM, mean edges): sizes (nm^3) below which segments are merged
+#: into their lowest-mean neighbour after the threshold, tried with every threshold.
+MERGE_SMALL_NM3 = (0.0, 3e5, 5e5, 7e5, 1e6, 1.5e6, 2e6)
 
 
 def boundary_targets(truth: np.ndarray, *, zero_is_boundary: bool = False) -> np.ndarray:
@@ -238,9 +245,18 @@ def forest_record(model: PixelClassifier, args: argparse.Namespace) -> dict[str,
             "scales_nm": list(model.spec.scales), "mode": model.spec.mode}  # fmt: skip
 
 
-def _relabel(rag: Any, fragments: np.ndarray, threshold: float, weights: Any = None) -> np.ndarray:
-    agg = agglomerate_graph(rag, threshold=threshold, edge_weights=weights)
+def _relabel(
+    rag: Any, fragments: np.ndarray, threshold: float, weights: Any = None, merge_small: int = 0
+) -> np.ndarray:
+    agg = agglomerate_graph(rag, threshold=threshold, edge_weights=weights, merge_small=merge_small)
     return agg.lookup(int(fragments.max()))[fragments]
+
+
+def merge_small_voxels(size_nm3: float, spacing: tuple[float, ...]) -> int:
+    """``merge_small`` voxels of a size in nm^3 (as ``agglomerate_blockwise`` converts it)."""
+    from emseg.instance._agglomerate import merge_small_voxels as convert
+
+    return convert(size_nm3 or None, spacing=spacing, ndim=len(spacing))
 
 
 def sweep_mean(fragments: np.ndarray, rag: Any, truth: np.ndarray) -> dict[float, dict]:
@@ -368,6 +384,22 @@ def chosen_scores(row: dict[str, Any]) -> dict[str, float]:
     return {k: row[k] for k in ("adapted_rand_error_cremi", "voi_split", "voi_merge")}
 
 
+def given_boundary_map(paths: list[str], shape: tuple[int, ...]) -> np.ndarray:
+    """The mean of the boundary maps in `paths` (.npy), quantised as ``emseg segment`` stores it.
+
+    Each map is float in [0, 1] or uint8 levels ``round(255 p)``; the result is
+    float32 ``round(255 mean) / 255`` (a float map already quantised is unchanged).
+    """
+    total = np.zeros(shape, np.float64)
+    for p in paths:
+        m = np.load(p, mmap_mode="r")
+        if m.shape != shape:
+            raise SystemExit(f"--boundary-map {p}: shape {m.shape}, the FlyEM volume is {shape}")
+        total += m / 255.0 if m.dtype == np.uint8 else np.asarray(m, np.float64)
+    mean = total / len(paths)
+    return (np.rint(np.clip(mean, 0, 1) * 255) / 255).astype(np.float32)
+
+
 def run_flyem(args: argparse.Namespace) -> dict[str, Any]:
     """FlyEM: segment the whole volume once (as a user would), tune on z 60-79, score z 80-124.
 
@@ -383,7 +415,11 @@ def run_flyem(args: argparse.Namespace) -> dict[str, Any]:
     tune, test = slice(60, 80), slice(80, 125)
     t0 = time.perf_counter()
     model: Any
-    if args.boundary == "deep":
+    if args.boundary_map:
+        model, t_train = None, 0.0
+        bnd = given_boundary_map(args.boundary_map, truth.shape)
+        record = {"kind": "map", "paths": [str(Path(p).resolve()) for p in args.boundary_map]}
+    elif args.boundary == "deep":
         from emseg.semantic.deep import load_model as load_deep_model
 
         model = load_deep_model(args.deep_model)
@@ -460,13 +496,30 @@ def run_flyem(args: argparse.Namespace) -> dict[str, Any]:
     t_learned = best_row["threshold"]
     frag_l, rag_l = graphs[k_learned]
     clf, pm = fitted[k_learned]
-    seg_mean = _relabel(rag, frag, t_mean)
+    # small-segment clean-up (mean edges): every threshold x size on the chosen supervoxels
+    small_nm3, small_tuning = 0.0, []
+    t0 = time.perf_counter()
+    if args.merge_small == "tune":
+        thresholds = DEEP_THRESHOLDS if args.boundary == "deep" else FLYEM_THRESHOLDS
+        for n_nm3, t in itertools.product(MERGE_SMALL_NM3, thresholds):
+            seg = _relabel(rag, frag, t, merge_small=merge_small_voxels(n_nm3, sp))
+            small_tuning.append({"merge_small_nm3": n_nm3, "threshold": t,
+                                 **crop_scores(seg, tune)})  # fmt: skip
+        row = min(small_tuning, key=lambda r: (criterion(r), r["merge_small_nm3"], r["threshold"]))
+        small_nm3, t_mean = row["merge_small_nm3"], row["threshold"]
+        chosen = {**chosen, **chosen_scores(row), "threshold": t_mean}
+        log.info("flyem tune merge_small: %.3g nm^3, t=%.2f %s", small_nm3, t_mean,
+                 chosen_scores(row))  # fmt: skip
+    t_small = time.perf_counter() - t0
+    seg_mean = _relabel(rag, frag, t_mean, merge_small=merge_small_voxels(small_nm3, sp))
     seg_learned = _relabel(rag_l, frag_l, t_learned, 1 - pm)
     shipped = np.asarray(open_dataset_file("flyem_medulla", "oversegmentation")[:])
     transfer = None
-    if args.boundary == "deep":
+    if args.boundary == "deep" and model is not None:
         transfer = gala_transfer(
-            model, {"mean": (sv, t_mean, None), "learned": (sv_learned, t_learned, clf)}, args
+            model,
+            {"mean": (sv, t_mean, None, small_nm3), "learned": (sv_learned, t_learned, clf, 0.0)},
+            args,
         )
     return {
         "dataset": "flyem_medulla",
@@ -478,8 +531,9 @@ def run_flyem(args: argparse.Namespace) -> dict[str, Any]:
         "tuning": tuning,
         "fragments": int(frag.max()),
         "oversegmentation_test": crop_scores(frag, test),
-        "mean": {"threshold": t_mean, "tune": chosen_scores(chosen),
-                 "test": crop_scores(seg_mean, test)},
+        "mean": {"threshold": t_mean, "merge_small_nm3": small_nm3,
+                 "tune": chosen_scores(chosen), "test": crop_scores(seg_mean, test),
+                 "merge_small_tuning": small_tuning},
         "learned": {"supervoxels": sv_learned, "threshold": t_learned,
                     "tune": chosen_scores(best_row),
                     "test": crop_scores(seg_learned, test), "edge_trees": args.edge_trees,
@@ -487,7 +541,7 @@ def run_flyem(args: argparse.Namespace) -> dict[str, Any]:
         "shipped_oversegmentation_test": scores(truth[test], shipped[test]),
         "gala_transfer": transfer,
         "seconds": {"boundary_train": round(t_train, 1), "boundary_predict": round(t_pred, 1),
-                    "tuning": round(t_tune, 1)},
+                    "tuning": round(t_tune, 1), "merge_small_tuning": round(t_small, 1)},
         "_model": model,
         "_edge_classifier": clf,
     }  # fmt: skip
@@ -499,18 +553,18 @@ def gala_transfer(
     """The FlyEM chains applied as is (no retraining, no retuning) to gala's test volume.
 
     `chains` maps "mean" / "learned" to (supervoxel settings, threshold, edge
-    classifier or None).
+    classifier or None, merge_small_nm3).
     """
     image = np.asarray(open_dataset_file("gala_fibsem", "test_image")[:])
     truth = np.asarray(open_dataset_file("gala_fibsem", "test_groundtruth")[:])
     sp = DATASETS["gala_fibsem"].spacing
     bnd = deep_boundary_map(model, image, args.planes, tta=args.tta)
     out = {}
-    for name, (sv, t, clf) in chains.items():
+    for name, (sv, t, clf, small_nm3) in chains.items():
         frag = supervoxels(bnd, spacing=sp, **sv)
         rag = region_adjacency_graph(frag, bnd)
         w = None if clf is None else 1 - clf.merge_probability(rag)
-        out[name] = scores(truth, _relabel(rag, frag, t, w))
+        out[name] = scores(truth, _relabel(rag, frag, t, w, merge_small_voxels(small_nm3, sp)))
     log.info("gala test volume, FlyEM chains as they are: %s", out)
     return out
 
@@ -562,6 +616,8 @@ def save_preset(
         method = min(("mean", "learned"), key=lambda m: criterion(flyem[m]["tune"]))
     agg: dict[str, Any] = {"edges": method, "threshold": flyem[method]["threshold"],
                            "edge_classifier": None}  # fmt: skip
+    if flyem[method].get("merge_small_nm3"):
+        agg["merge_small_nm3"] = flyem[method]["merge_small_nm3"]
     if method == "learned":
         p = save_edge_classifier(
             flyem["_edge_classifier"], PRESET_DIR / "edges.safetensors", overwrite=True
@@ -628,7 +684,7 @@ def save_preset(
 
 
 def _cli_settings(args: argparse.Namespace) -> dict[str, Any]:
-    keys = ("boundary", "deep_model", "planes", "tta", "learned_supervoxels", "stages", "trees", "max_depth", "min_leaf",
+    keys = ("boundary", "deep_model", "planes", "tta", "learned_supervoxels", "merge_small", "stages", "trees", "max_depth", "min_leaf",
             "samples", "edge_trees", "edge_min_leaf", "seed", "preset_edges")  # fmt: skip
     return {k: getattr(args, k) for k in keys}
 
@@ -666,6 +722,15 @@ def main() -> None:
                         help="FlyEM: train the edge classifier on the supervoxels chosen for the "
                         "mean agglomeration, or on each setting and choose among them on the "
                         "tuning crop")  # fmt: skip
+    parser.add_argument("--merge-small", choices=("off", "tune"), default="off",
+                        help="FlyEM, mean edges: after the threshold, merge segments smaller "
+                        "than a size (nm^3, chosen with the threshold on the tuning crop from "
+                        "MERGE_SMALL_NM3) into their lowest-mean neighbour")  # fmt: skip
+    parser.add_argument("--boundary-map", nargs="+", default=None, metavar="NPY",
+                        help="FlyEM only: score this boundary map (a .npy of the whole volume, "
+                        "z-y-x, float in [0, 1] or uint8 levels; the mean of several) instead "
+                        "of predicting one; quantised to round(255 p) / 255 as emseg segment "
+                        "stores it. Not with --save-preset.")  # fmt: skip
     parser.add_argument("--save-preset", action="store_true")
     parser.add_argument("--preset-edges", choices=("auto", "mean", "learned"), default="auto",
                         help="which agglomeration the preset ships (auto: the better one on the "
@@ -674,12 +739,16 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("numba").setLevel(logging.WARNING)
+    if args.boundary_map:  # a U-Net-like map: the deep threshold grids
+        args.boundary = "deep"
     results: dict[str, dict[str, Any]] = {}
     if args.only in (None, "flyem"):
         results["flyem"] = run_flyem(args)
     if args.only in (None, "gala"):
         results["gala"] = run_gala(argparse.Namespace(**{**vars(args), "boundary_model": None}))
     if args.save_preset:
+        if args.boundary_map:
+            parser.error("--save-preset needs a boundary model; --boundary-map has none")
         if "flyem" not in results:
             parser.error("--save-preset needs the FlyEM run (leave out --only gala)")
         path = save_preset(results["flyem"], results.get("gala"), args)
@@ -692,7 +761,9 @@ def main() -> None:
     print(f"\n{'data / method':<40} {'ARAND':>7} {'VOI split':>10} {'VOI merge':>10}")
     for name, r in results.items():
         rows = [("supervoxels only", r["oversegmentation_test"]),
-                (f"mean agglomeration t={r['mean']['threshold']}", r["mean"]["test"]),
+                (f"mean agglomeration t={r['mean']['threshold']}"
+                 + (f" small<{r['mean']['merge_small_nm3']:.3g}nm3"
+                    if r["mean"].get("merge_small_nm3") else ""), r["mean"]["test"]),
                 (f"learned edges t={r['learned']['threshold']}", r["learned"]["test"])]  # fmt: skip
         if "shipped_oversegmentation_test" in r:
             rows.append(("shipped oversegmentation", r["shipped_oversegmentation_test"]))
