@@ -8,7 +8,8 @@ Plain functions on numpy arrays (``docs/instance.md``):
   a compiled priority-flood watershed and seeds in physical units;
 - :func:`supervoxels`, :func:`region_adjacency_graph`,
   :func:`agglomerate_graph`, :func:`agglomerate` — supervoxels and
-  waterz-style mean-boundary agglomeration, optionally driven by a learned
+  waterz-style mean-boundary agglomeration (with an optional clean-up of
+  small segments, ``merge_small``), optionally driven by a learned
   :class:`EdgeClassifier` (:func:`train_edge_classifier`); at any size on one
   global graph: :func:`fragments_blockwise`, :func:`graph_blockwise`
   (= :func:`boundary_graph` in memory), :func:`agglomerate_blockwise`;
