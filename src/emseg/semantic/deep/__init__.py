@@ -31,7 +31,13 @@ from emseg.semantic.deep._data import (
     make_target,
     map_classes,
 )
-from emseg.semantic.deep._ensemble import majority_vote, predict_ensemble, predict_triplanar
+from emseg.semantic.deep._ensemble import (
+    Member,
+    majority_vote,
+    predict_ensemble,
+    predict_members,
+    predict_triplanar,
+)
 from emseg.semantic.deep._infer import (
     Predictor,
     class_map,
@@ -72,6 +78,7 @@ __all__ = [
     "Intensity",
     "LevelPlan",
     "LossConfig",
+    "Member",
     "Model",
     "ModelCard",
     "NetworkConfig",
@@ -111,6 +118,7 @@ __all__ = [
     "predict_blockwise",
     "predict_ensemble",
     "predict_image",
+    "predict_members",
     "predict_triplanar",
     "receptive_field",
     "receptive_interval",

@@ -1,18 +1,156 @@
 """Ensembles: average of models, tri-planar 2D ensembles, majority vote of class maps.
 
-Test-time augmentation (flips) is :func:`predict_image`'s ``tta=True``.
+Test-time augmentation (flips) is :func:`predict_image`'s ``tta=True``. An
+ensemble whose members each have their own ``planes`` / ``tta`` (e.g. a 2D
+network predicted tri-planar and a 3D network) is a sequence of
+:class:`Member`, predicted by :func:`predict_members` in memory and by
+:func:`emseg.semantic.deep.predict_blockwise` block by block.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from emseg.errors import EmsegValueError
-from emseg.semantic.deep._infer import predict_image
+from emseg.semantic.deep._infer import Precision, plane_orientations, predict_image
 from emseg.semantic.deep._model import Model
+
+
+@dataclass(frozen=True, eq=False)
+class Member:
+    """One model of an ensemble with how it is predicted.
+
+    Attributes
+    ----------
+    model : Model
+    planes : {1, 3}, default 1
+        As for :func:`predict_image` (3: tri-planar, 2D networks on 3D images only).
+    tta : bool, default False
+        Average over the flips of the network's spatial axes.
+    """
+
+    model: Model
+    planes: int = 1
+    tta: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.model, Model):
+            raise EmsegValueError(
+                f"`Member.model` must be a Model (emseg.semantic.deep.load_model); "
+                f"got {type(self.model).__name__}."
+            )
+        plane_orientations(self.planes)
+        if self.planes == 3 and self.model.dim != 2:
+            raise EmsegValueError(
+                f"`Member.planes`=3 (tri-planar) needs a 2D network; {member_name(self.model)!r} "
+                f"is {self.model.dim}D. Use planes=1."
+            )
+        if not isinstance(self.tta, bool):
+            raise EmsegValueError(f"`Member.tta` must be True or False; got {self.tta!r}.")
+
+    @property
+    def name(self) -> str:
+        """The model's name (its provenance ``name``, else its config's)."""
+        return member_name(self.model)
+
+    def describe(self) -> dict[str, Any]:
+        """``{"model": name, "planes": planes, "tta": tta}`` (provenance, listings)."""
+        return {"model": self.name, "planes": self.planes, "tta": self.tta}
+
+
+def member_name(model: Model) -> str:
+    return str(model.provenance.get("name", model.config.name))
+
+
+def check_members(members: Sequence[Member]) -> tuple[Member, ...]:
+    """`members` as a tuple, checked: at least one, same outputs, same training spacing.
+
+    Raises
+    ------
+    EmsegValueError
+        Naming the members that differ and the fix.
+    """
+    if isinstance(members, Member):
+        members = [members]
+    out = tuple(members)
+    if not out:
+        raise EmsegValueError(
+            "`members` must hold at least one Member(model, planes=, tta=); got none."
+        )
+    for i, m in enumerate(out):
+        if not isinstance(m, Member):
+            raise EmsegValueError(
+                f"`members[{i}]` must be a Member(model, planes=, tta=); got {type(m).__name__}."
+            )
+    first = out[0]
+    for i, m in enumerate(out[1:], 1):
+        if m.model.output_names != first.model.output_names:
+            raise EmsegValueError(
+                f"`members[{i}]` ({m.name}) predicts {m.model.output_names}, `members[0]` "
+                f"({first.name}) {first.model.output_names}: an ensemble averages the same "
+                "outputs; use models trained for the same classes."
+            )
+        a, b = tuple(first.model.spacing), tuple(m.model.spacing)
+        if len(a) != len(b) or not np.allclose(a, b, rtol=1e-6, atol=0.0):
+            raise EmsegValueError(
+                f"`members[{i}]` ({m.name}) was trained at spacing {b} nm, `members[0]` "
+                f"({first.name}) at {a} nm: an ensemble needs one training spacing; use "
+                "models trained at the same voxel size."
+            )
+    return out
+
+
+def predict_members(
+    members: Sequence[Member],
+    image: Any,
+    *,
+    tile_shape: Sequence[int] | None = None,
+    overlap: float = 0.25,
+    batch_size: int = 4,
+    precision: Precision = "fp32",
+    channels_last: bool = True,
+) -> np.ndarray:
+    """Mean of the members' probabilities, each predicted with its own planes / tta.
+
+    Exactly ``sum(p_i) / n`` in float32, in member order, where ``p_i`` is
+    ``predict_image(member.model, image, planes=member.planes, tta=member.tta, ...)``.
+
+    Parameters
+    ----------
+    members : sequence of Member
+        Same output names and training spacing (checked).
+    image : (Z, Y, X) or (Y, X) array-like
+        Raw grey levels (each model applies its own normalisation).
+    tile_shape, overlap, batch_size, precision, channels_last
+        As for :func:`predict_image`, the same for every member.
+
+    Returns
+    -------
+    (C, Z, Y, X) or (C, Y, X) ndarray of float32
+    """
+    ms = check_members(members)
+    acc: np.ndarray | None = None
+    for m in ms:
+        p = predict_image(
+            m.model,
+            image,
+            tile_shape=tile_shape,
+            overlap=overlap,
+            batch_size=batch_size,
+            tta=m.tta,
+            precision=precision,
+            channels_last=channels_last,
+            planes=m.planes,
+        )
+        acc = p if acc is None else np.add(acc, p, out=acc)
+    assert acc is not None
+    if len(ms) > 1:
+        acc /= np.float32(len(ms))
+    return acc
 
 
 def predict_ensemble(models: Sequence[Model], image: Any, **kwargs: Any) -> np.ndarray:
