@@ -497,23 +497,28 @@ def prediction_block_shape(
 
 
 class _TileTask:
-    """One block: predict the global tiles touching its write region, write probs (+ classes)."""
+    """One block: predict the global tiles touching its write region, write probs (+ classes).
+
+    With several parts (ensemble members, each a predictor and its views'
+    tiles) the block's probabilities are their plain mean, in part order, as
+    :func:`emseg.semantic.deep.predict_members` computes it in memory.
+    """
 
     def __init__(
         self,
-        predictor: Predictor,
+        parts: list[tuple[Predictor, dict[str, tuple[int, ...]]]],
         image: Any,
         outs: list[Any],
         blocking: Any,
         journal: Any,
         shape: tuple[int, ...],
-        tiles: dict[str, tuple[int, ...]],
         overlap: float,
         dtype: str,
+        head: str,
     ) -> None:
-        self.predictor, self.image, self.outs = predictor, image, outs
+        self.parts, self.image, self.outs = parts, image, outs
         self.blocking, self.journal = blocking, journal
-        self.shape, self.tiles, self.overlap, self.dtype = shape, tiles, overlap, dtype
+        self.shape, self.overlap, self.dtype, self.head = shape, overlap, dtype, head
 
     def __call__(self, block_id: int) -> None:
         block = self.blocking[block_id]
@@ -521,26 +526,32 @@ class _TileTask:
         flat = len(self.image.shape) == 2
         begin = (0, *roi.begin) if flat else roi.begin
         end = (1, *roi.end) if flat else roi.end
-        probs = predict_planes(
-            self.predictor,
-            self.image,
-            shape=self.shape,
-            begin=begin,
-            end=end,
-            tiles=self.tiles,
-            overlap=self.overlap,
-        )
+        probs: np.ndarray | None = None
+        for predictor, tiles in self.parts:
+            p = predict_planes(
+                predictor,
+                self.image,
+                shape=self.shape,
+                begin=begin,
+                end=end,
+                tiles=tiles,
+                overlap=self.overlap,
+            )
+            probs = p if probs is None else np.add(probs, p, out=probs)
+        assert probs is not None
+        if len(self.parts) > 1:
+            probs /= np.float32(len(self.parts))
         if flat:
             probs = probs[:, 0]
         write = roi.to_slices()
         self.outs[0][(slice(None), *write)] = encode(probs, self.dtype)
         if len(self.outs) > 1:
-            self.outs[1][write] = class_map(probs, head=self.predictor.model.head)
+            self.outs[1][write] = class_map(probs, head=self.head)
         self.journal.mark_done("map", block_id)
 
 
 def predict_blockwise(
-    model: Model,
+    model: Model | Sequence[Any],
     image: Any,
     *,
     out: Any = None,
@@ -569,7 +580,12 @@ def predict_blockwise(
 
     Parameters
     ----------
-    model : Model
+    model : Model or sequence of Member
+        One model, or an ensemble: the mean of the members' probabilities,
+        each member predicted with its own ``planes`` and ``tta`` (equal to
+        :func:`emseg.semantic.deep.predict_members` up to float rounding;
+        `tta` and `planes` must then be left at their defaults). The output's
+        provenance lists the members.
     image : (Z, Y, X) or (Y, X) array, zarr array, LazyImage or path
     out : str, path or None
         ``.ome.zarr`` output, axes ``czyx`` / ``cyx``, channel names = the
@@ -610,32 +626,57 @@ def predict_blockwise(
         prepare_channel_output,
         prepare_class_map_output,
     )
+    from emseg.semantic.deep._ensemble import Member, check_members
 
     check_choice(dtype, ("float16", "uint8", "float32"), name="dtype")
     img = as_input(image)
     shape = check_inputs([img], ["image"])
-    orientations = _check_planes(model, shape, planes)
     lifted = _lift(shape)
-    tiles = oriented_tiles(model, lifted, tile_shape, orientations)
-    tile = tiles["zyx"]
+    single = isinstance(model, Model)
+    if isinstance(model, Model):
+        _check_planes(model, shape, planes)
+        members: tuple[Member, ...] = (Member(model, planes=planes, tta=bool(tta)),)
+    else:
+        if tta or planes != 1:
+            raise EmsegValueError(
+                f"`tta`={tta!r} / `planes`={planes!r} apply to one model; with an ensemble each "
+                "Member carries its own (Member(model, planes=, tta=)). Leave them at their defaults."
+            )
+        members = check_members(model)
+    views = []
+    for m in members:
+        orientations = _check_planes(m.model, shape, m.planes)
+        views.append(oriented_tiles(m.model, lifted, tile_shape, orientations))
+    first = members[0].model
+    tile = views[0]["zyx"]
     sp = input_spacing(img, None, len(shape))
-    if chunks is None and model.dim == 2 and len(shape) == 3 and planes == 1:
+    if (
+        chunks is None
+        and len(shape) == 3
+        and all(m.model.dim == 2 and m.planes == 1 for m in members)
+    ):
         chunks = (min(8, shape[0]), min(256, shape[1]), min(256, shape[2]))
     spatial_chunks = _spatial_chunks(chunks, shape)
-    names = model.output_names
-    params = {
+    names = first.output_names
+    params: dict[str, Any] = {
         "job": "emseg.deep.predict",
         "shape": list(shape),
         "dtype": dtype,
         "tile": list(tile),
         "overlap": overlap,
-        "tta": tta,
-        "precision": precision,
-        "planes": planes,
-        "outputs": names,
-        "model": model.provenance.get("name", model.config.name),
-        "class_map": class_map_out is not None,
     }
+    if single:
+        params.update(
+            tta=tta, precision=precision, planes=planes, outputs=names, model=members[0].name
+        )
+    else:
+        params.update(
+            precision=precision,
+            outputs=names,
+            members=[m.describe() for m in members],
+            tiles=[list(v["zyx"]) for v in views],
+        )
+    params["class_map"] = class_map_out is not None
     outputs = [
         prepare_channel_output(
             out,
@@ -650,9 +691,10 @@ def predict_blockwise(
         )
     ]
     if class_map_out is not None:
-        if model.head not in ("softmax", "sigmoid"):
+        heads = sorted({m.model.head for m in members})
+        if len(heads) != 1 or heads[0] not in ("softmax", "sigmoid"):
             raise EmsegValueError(
-                f"`class_map_out` needs a softmax or sigmoid model; this one's head is {model.head!r}."
+                f"`class_map_out` needs softmax or sigmoid models with one head; got {heads}."
             )
         outputs.append(
             prepare_class_map_output(
@@ -668,32 +710,43 @@ def predict_blockwise(
         )
     if block_shape is None:
         block_shape = prediction_block_shape(shape, tile, overlap, spatial_chunks)
-        for view, t in tiles.items():  # other views: their tiles in the volume's axis order
-            order = _axis_order(view)
-            t_vol = [0, 0, 0]
-            for i, a in enumerate(order):
-                t_vol[a] = t[i]
-            other = prediction_block_shape(shape, tuple(t_vol), overlap, spatial_chunks)
-            block_shape = tuple(max(a, b) for a, b in zip(block_shape, other, strict=True))
+        for tiles in views:
+            for view, t in tiles.items():  # every view: its tile in the volume's axis order
+                order = _axis_order(view)
+                t_vol = [0, 0, 0]
+                for i, a in enumerate(order):
+                    t_vol[a] = t[i]
+                other = prediction_block_shape(shape, tuple(t_vol), overlap, spatial_chunks)
+                block_shape = tuple(max(a, b) for a, b in zip(block_shape, other, strict=True))
     blocking = Blocking(shape, block_shape)
-    predictor = Predictor(
-        model, batch_size=batch_size, tta=tta, precision=precision, channels_last=channels_last
-    )
+    parts = [
+        (
+            Predictor(
+                m.model,
+                batch_size=batch_size,
+                tta=m.tta,
+                precision=precision,
+                channels_last=channels_last,
+            ),
+            tiles,
+        )
+        for m, tiles in zip(members, views, strict=True)
+    ]
     journal = outputs[0].journal
     with open_backend(scheduler, n_workers) as backend:
         check_chunk_alignment(blocking, spatial_chunks, parallel=backend.parallel)
         if not journal.complete:
             todo = outputs[0].todo("map", len(blocking))
             task = _TileTask(
-                predictor,
+                parts,
                 img,
                 [o.array for o in outputs],
                 blocking,
                 journal,
                 lifted,
-                tiles,
                 overlap,
                 dtype,
+                first.head,
             )
             run_blocks(task, todo, backend, progress=progress, desc="predict")
     for o in outputs[1:]:
