@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from typing import Any
 
 from emseg.cli._common import (
@@ -70,12 +71,23 @@ def list_lines() -> list[str]:
     lines = []
     for p in presets:
         where = _validation_where(p.validation)
+        trained = f"trained at {' x '.join(f'{s:g}' for s in p.spacing)} nm"
+        if p.is_ensemble:
+            model = [
+                f"  model       deep ensemble, mean of {len(p.members)} members "
+                f"(class {p.prediction['class']!r}), {trained}",
+                *_member_lines(p.members),
+            ]
+        else:
+            model = [
+                f"  model       {p.kind} {p.prediction['model']} "
+                f"(class {p.prediction['class']!r}), {trained}",
+                *_prediction_lines(p.kind, p.prediction),
+            ]
         lines += [
             f"{p.name}: {p.description}",
             f"  segments    {p.target}",
-            f"  model       {p.kind} {p.prediction['model']} (class {p.prediction['class']!r}), "
-            f"trained at {' x '.join(f'{s:g}' for s in p.spacing)} nm",
-            *_prediction_lines(p.kind, p.prediction),
+            *model,
             f"  instances   {p.method}",
             f"  validation  {_scores(p.scores)}  ({where})",
         ]
@@ -93,6 +105,16 @@ def _prediction_lines(kind: str, prediction: dict[str, Any]) -> list[str]:
     how = "(xy, zx and zy planes, averaged)" if planes == 3 else "(as trained)"
     tta = "on (test-time flips)" if prediction.get("tta", False) else "off"
     return [f"  predicts    planes {planes} {how}, tta {tta}"]
+
+
+def _member_lines(members: Sequence[dict[str, Any]]) -> list[str]:
+    """One line per ensemble member: its model, planes and tta."""
+    out = []
+    for i, m in enumerate(members, 1):
+        how = "(xy, zx and zy planes, averaged)" if m["planes"] == 3 else "(as trained)"
+        tta = "on (test-time flips)" if m["tta"] else "off"
+        out.append(f"  member {i}    {m['model']}: planes {m['planes']} {how}, tta {tta}")
+    return out
 
 
 def _validation_where(val: dict[str, Any]) -> str:

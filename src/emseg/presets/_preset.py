@@ -49,7 +49,9 @@ class Preset:
     prediction : dict
         ``kind`` ("forest" or "deep"), ``model`` and ``class`` (the channel
         passed to the instance step); optional ``tta`` and ``planes`` (1, or
-        3 for a tri-planar 2D model) for deep models.
+        3 for a tri-planar 2D model) for deep models. A deep ensemble has
+        ``members`` (a list of ``{"model", "planes", "tta"}``) instead of
+        ``model`` / ``planes`` / ``tta``; see :attr:`members`.
     instances : dict
         ``method`` and its parameter block (keyword names of the
         :mod:`emseg.instance` functions), ``min_size_nm3``, ``halo_nm``.
@@ -85,6 +87,30 @@ class Preset:
         """The validation scores (named floats; empty when not scored yet)."""
         return dict(self.validation.get("scores", {}) or {})
 
+    @property
+    def members(self) -> tuple[dict[str, Any], ...]:
+        """The deep models and how each is predicted, ``({"model", "planes", "tta"}, ...)``.
+
+        An ensemble preset's ``prediction.members`` (defaults filled in), or
+        one entry from ``model`` / ``planes`` / ``tta``; empty for a forest.
+        """
+        if self.kind != "deep":
+            return ()
+        if "members" in self.prediction:
+            return tuple(_member_entry(m) for m in self.prediction["members"])
+        return (_member_entry(self.prediction),)
+
+    @property
+    def is_ensemble(self) -> bool:
+        """Whether ``prediction`` lists `members` (a deep ensemble)."""
+        return "members" in self.prediction
+
+    def model_paths(self) -> tuple[Path, ...]:
+        """:meth:`model_path` of every model: the members' folders, or the one model."""
+        if self.is_ensemble:
+            return tuple(self._deep_path(m["model"]) for m in self.members)
+        return (self.model_path(),)
+
     def model_path(self) -> Path:
         """The forest model file, or the deep model folder (shipped name or a folder here).
 
@@ -92,7 +118,16 @@ class Preset:
         ------
         DatasetNotFoundError
             When the model is not installed; the message lists what is.
+        EmsegValueError
+            For an ensemble preset (several models): use :meth:`model_paths`.
         """
+        if self.is_ensemble:
+            from emseg.errors import EmsegValueError
+
+            raise EmsegValueError(
+                f"preset {self.name!r} is an ensemble of {len(self.members)} deep models; "
+                "use Preset.model_paths() (one folder per member)."
+            )
         model = str(self.prediction["model"])
         if self.kind == "forest":
             p = self.path / model
@@ -102,6 +137,9 @@ class Preset:
                     f"{str(self.path)!r}. Rebuild the preset ({self.training.get('command', '?')})."
                 )
             return p
+        return self._deep_path(model)
+
+    def _deep_path(self, model: str) -> Path:
         from emseg.semantic.deep import list_models
         from emseg.semantic.deep._model import WEIGHTS
 
@@ -117,6 +155,66 @@ class Preset:
             f"(shipped models: {names}). Train it (see `emseg models` and configs/{model}.yaml) "
             "and install it under emseg/models/, or use another preset (`emseg segment --list`)."
         )
+
+
+def _member_entry(doc: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "model": str(doc["model"]),
+        "planes": int(doc.get("planes", 1)),
+        "tta": bool(doc.get("tta", False)),
+    }
+
+
+MEMBER_KEYS = ("model", "planes", "tta")
+
+
+def _check_planes_tta(d: dict[str, Any], where: Path, field: str) -> None:
+    planes = d.get("planes", 1)
+    if planes not in (1, 3) or isinstance(planes, bool):
+        raise FormatError(
+            f"{str(where)!r}: `{field}.planes` must be 1 or 3 (tri-planar 2D model); "
+            f"got {planes!r}."
+        )
+    if not isinstance(d.get("tta", False), bool):
+        raise FormatError(
+            f"{str(where)!r}: `{field}.tta` must be true or false; got {d.get('tta')!r}."
+        )
+
+
+def _check_members(pred: dict[str, Any], where: Path) -> None:
+    """``prediction.members``: deep only, instead of model/planes/tta, each entry checked."""
+    both = [k for k in MEMBER_KEYS if k in pred]
+    if both:
+        raise FormatError(
+            f"{str(where)!r}: `prediction.members` replaces `prediction.model`, `planes` and "
+            f"`tta`; got both members and {', '.join(both)}. Move each model's planes / tta "
+            "into its member entry and remove them from `prediction`."
+        )
+    if pred.get("kind") != "deep":
+        raise FormatError(
+            f"{str(where)!r}: `prediction.members` (an ensemble) needs `prediction.kind` "
+            f"'deep'; got {pred.get('kind')!r}."
+        )
+    members = pred["members"]
+    if not isinstance(members, list) or not members:
+        raise FormatError(
+            f"{str(where)!r}: `prediction.members` must be a non-empty list of "
+            f'{{"model": NAME, "planes": 1 or 3, "tta": bool}}; got {members!r}.'
+        )
+    for i, m in enumerate(members):
+        field = f"prediction.members[{i}]"
+        if not isinstance(m, dict) or not isinstance(m.get("model"), str) or not m["model"]:
+            raise FormatError(
+                f"{str(where)!r}: `{field}` must be an object with a `model` name (a shipped "
+                f"deep model or a model folder in the preset directory); got {m!r}."
+            )
+        unknown = sorted(set(m) - set(MEMBER_KEYS))
+        if unknown:
+            raise FormatError(
+                f"{str(where)!r}: `{field}` has unknown keys {unknown}; allowed: "
+                f"{', '.join(MEMBER_KEYS)}."
+            )
+        _check_planes_tta(m, where, field)
 
 
 def _sha256(path: Path) -> str:
@@ -156,18 +254,18 @@ def parse_preset(doc: dict[str, Any], path: str | os.PathLike[str]) -> Preset:
     pred = _require(doc, "prediction", dict, where)
     inst = _require(doc, "instances", dict, where)
     spacing = _require(doc, "spacing", list, where)
-    for key in ("kind", "model", "class"):
+    ensemble = "members" in pred
+    for key in ("kind", "class") if ensemble else ("kind", "model", "class"):
         _require(pred, key, str, where)
     if pred["kind"] not in KINDS:
         raise FormatError(
             f"{str(where)!r}: `prediction.kind` must be one of {', '.join(map(repr, KINDS))}; "
             f"got {pred['kind']!r}."
         )
-    if pred.get("planes", 1) not in (1, 3) or isinstance(pred.get("planes"), bool):
-        raise FormatError(
-            f"{str(where)!r}: `prediction.planes` must be 1 or 3 (tri-planar 2D model); "
-            f"got {pred.get('planes')!r}."
-        )
+    if ensemble:
+        _check_members(pred, where)
+    else:
+        _check_planes_tta(pred, where, "prediction")
     method = _require(inst, "method", str, where)
     if method not in METHODS:
         raise FormatError(
@@ -290,7 +388,10 @@ def write_preset(doc: dict[str, Any], folder: str | os.PathLike[str]) -> Preset:
     """Write ``preset.json`` into `folder` (checked first; file digests filled in).
 
     Every file of the folder named in ``doc["files"]`` gets its SHA-256, as
-    does the forest model named by ``prediction.model``.
+    do the forest model named by ``prediction.model`` and the weights and
+    config of every deep model (``prediction.model`` or ``prediction.members``)
+    that is a model folder inside `folder` (``NAME/model.safetensors``,
+    ``NAME/config.json``).
     """
     folder = Path(folder)
     doc = json.loads(json.dumps(doc))  # a copy, and JSON-able
@@ -301,6 +402,15 @@ def write_preset(doc: dict[str, Any], folder: str | os.PathLike[str]) -> Preset:
     pred = doc.get("prediction", {})
     if pred.get("kind") == "forest":
         files.setdefault(str(pred.get("model")), "")
+    elif pred.get("kind") == "deep":
+        from emseg.semantic.deep._model import CONFIG, WEIGHTS
+
+        entries = pred.get("members") if isinstance(pred.get("members"), list) else [pred]
+        for m in entries:
+            name = m.get("model") if isinstance(m, dict) else None
+            if isinstance(name, str) and name and (folder / name / WEIGHTS).is_file():
+                files.setdefault(f"{name}/{WEIGHTS}", "")
+                files.setdefault(f"{name}/{CONFIG}", "")
     for fname in list(files):
         if (folder / fname).is_file():
             files[fname] = _sha256(folder / fname)

@@ -217,18 +217,21 @@ def _channel_index(preset: Preset, names: list[str]) -> int:
 def _predict(
     preset: Preset, img: Any, path: Path, sp: tuple[float, ...], run: dict[str, Any]
 ) -> Any:
-    model_path = preset.model_path()
     if preset.kind == "forest":
         from emseg.semantic import forest
 
-        fmodel = forest.load_model(model_path)
+        fmodel = forest.load_model(preset.model_path())
         _channel_index(preset, list(fmodel.class_names))
         return forest.predict_blockwise(
             fmodel, img, out=path, spacing=sp, rescale=True, dtype="uint8", **run
         )
     from emseg.semantic import deep
 
-    dmodel = deep.load_model(model_path)
+    if preset.is_ensemble:
+        members = _members(preset)
+        _channel_index(preset, list(members[0].model.output_names))
+        return deep.predict_blockwise(members, img, out=path, dtype="uint8", **run)
+    dmodel = deep.load_model(preset.model_path())
     _channel_index(preset, list(dmodel.output_names))
     return deep.predict_blockwise(
         dmodel,
@@ -241,6 +244,42 @@ def _predict(
     )
 
 
+def _members(preset: Preset) -> tuple[Any, ...]:
+    """The ensemble's :class:`~emseg.semantic.deep.Member` list, checked.
+
+    Same outputs and training spacing (:func:`emseg.semantic.deep.predict_members`'s
+    rule), a 2D model for ``planes: 3``, and that common spacing equal to the
+    preset's `spacing` (relative 1e-3): the preset's spacing check stands for
+    every member.
+    """
+    from emseg.semantic import deep
+    from emseg.semantic.deep._ensemble import check_members
+
+    where = str(preset.path / "preset.json")
+    members = []
+    for i, (entry, path) in enumerate(zip(preset.members, preset.model_paths(), strict=True)):
+        model = deep.load_model(path)
+        if entry["planes"] == 3 and model.dim != 2:
+            raise EmsegValueError(
+                f"preset {preset.name!r}: `prediction.members[{i}]` ({entry['model']}) asks for "
+                f"planes 3 (tri-planar), which needs a 2D network; {entry['model']} is "
+                f"{model.dim}D. Set its planes to 1 in {where!r}."
+            )
+        members.append(deep.Member(model, planes=entry["planes"], tta=entry["tta"]))
+    try:
+        out = check_members(members)
+    except EmsegValueError as exc:
+        raise EmsegValueError(f"preset {preset.name!r} ({where!r}): {exc}") from None
+    common = tuple(out[0].model.spacing)
+    want = preset.spacing
+    if len(common) != len(want) or not np.allclose(common, want, rtol=1e-3, atol=0):
+        raise EmsegValueError(
+            f"preset {preset.name!r}: its members were trained at {common} nm but its "
+            f"`spacing` is {want} nm; set `spacing` in {where!r} to the members' spacing."
+        )
+    return out
+
+
 def _channel_names(preset: Preset) -> list[str]:
     if preset.kind == "forest":
         from emseg.semantic import forest
@@ -248,6 +287,8 @@ def _channel_names(preset: Preset) -> list[str]:
         return list(forest.load_model(preset.model_path()).class_names)
     from emseg.semantic import deep
 
+    if preset.is_ensemble:
+        return list(_members(preset)[0].model.output_names)
     return list(deep.load_model(preset.model_path()).output_names)
 
 
@@ -491,7 +532,11 @@ def segment(
     provenance = {
         "produced_by": "emseg segment",
         "preset": p.name,
-        "model": p.prediction["model"],
+        **(
+            {"members": [dict(m) for m in p.members]}
+            if p.is_ensemble
+            else {"model": p.prediction["model"]}
+        ),
         "image": source,
         "emseg_version": __version__,
     }
