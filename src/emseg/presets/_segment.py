@@ -473,14 +473,17 @@ def segment(
     -------
     SegmentResult
         ``labels`` is a (Z, Y, X) uint64 OME-Zarr, 0 = background; its
-        ``emseg`` attributes name the preset, the model and the image.
+        ``emseg`` attributes name the preset, the model (``members`` for an
+        ensemble preset: the mean of several deep models' maps) and the image.
 
     Raises
     ------
     DatasetNotFoundError
         Unknown preset (the message lists the shipped ones) or a preset whose
-        model is not installed.
+        model (or a member's) is not installed.
     EmsegValueError
+        Ensemble members with different outputs or training spacings, a
+        common spacing other than the preset's, or planes 3 for a 3D member.
         An image whose spacing is not the preset's (without `rescale`), a
         multi-channel image, resume and overwrite together.
     OutputExistsError
