@@ -217,3 +217,33 @@ def test_list_lines_show_the_members(tmp_path, ensemble_dir, monkeypatch):
     )
     assert "  member 2    net3d: planes 1 (as trained), tta on (test-time flips)" in lines
     assert not any(x.startswith("  predicts") for x in lines)
+
+
+def test_segment_cli_runs_an_ensemble_preset(tmp_path, blob_data, ensemble_dir, one_thread,
+                                             capsys):  # fmt: skip
+    from emseg.cli import main
+    from emseg.io import write_image
+
+    folder, _, _ = ensemble_dir
+    image = blob_data[0][8:14, :32, :32]
+    write_image(image, tmp_path / "img.ome.zarr", spacing=SPACING)
+    write_preset(_doc({"kind": "deep", "class": "blob", "members": MEMBERS}), folder)
+    args = ["segment", str(folder), str(tmp_path / "img.ome.zarr"), str(tmp_path / "out"),
+            "--workers", "1", "--no-progress"]  # fmt: skip
+    assert main(args) == 0
+    assert "(preset ens)" in capsys.readouterr().out
+    expected = segment(image, folder, tmp_path / "api", spacing=SPACING, progress=False)
+    np.testing.assert_array_equal(
+        open_image(tmp_path / "out" / "probabilities.ome.zarr")[:],
+        open_image(expected.probabilities)[:],
+    )
+    # a member asking for tri-planar prediction of a 3D network: one line, before any work
+    write_preset(_doc({"kind": "deep", "class": "blob",
+                       "members": [MEMBERS[0], {"model": "net3d", "planes": 3}]}),
+                 folder)  # fmt: skip
+    assert main([*args[:3], str(tmp_path / "bad")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("emseg segment: error") == 1
+    assert "needs a 2D network" in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "bad").exists()
