@@ -2,11 +2,13 @@
 
 The pipeline (the ``neurons-fibsem`` preset's chain):
 
-1. **Boundary map**: either (FlyEM, ``--boundary deep``, the shipped preset)
-   the tri-planar 2D U-Net ``boundaries-fibsem`` (``emseg train
-   configs/boundaries-fibsem.yaml``: xy, zx and zy planes of z 0-59;
-   predicted with ``planes=3`` and stored as uint8 ``round(255 p)`` as
-   ``emseg segment`` does), or a random forest (:mod:`emseg.semantic.forest`,
+1. **Boundary map**: either (FlyEM, ``--boundary deep``) a U-Net, or the
+   mean probability of several (the shipped preset: the tri-planar 2D U-Net
+   ``boundaries-fibsem``, ``emseg train configs/boundaries-fibsem.yaml``: xy,
+   zx and zy planes of z 0-59, predicted with ``planes=3``; and the 3D U-Net
+   ``boundaries-fibsem-3d``, ``configs/boundaries-fibsem-3d.yaml``: 3D
+   patches of z 0-59; both with test-time flips), stored as uint8
+   ``round(255 p)`` as ``emseg segment`` does; or a random forest (:mod:`emseg.semantic.forest`,
    3D ilastik-like features in nm, optional autocontext) trained on boundary
    targets derived from the ground truth: a voxel is *boundary* when the
    ground-truth label changes within one voxel (6-neighbourhood) or is 0
@@ -37,6 +39,9 @@ Usage::
     python scripts/instance_results.py --only flyem --boundary deep --save-preset
     # + small-segment clean-up (size chosen with the threshold on z 60-79)
     python scripts/instance_results.py --only flyem --boundary deep --tta --merge-small tune
+    # the shipped preset: the mean of the tri-planar 2D and the 3D U-Net
+    python scripts/instance_results.py --only flyem --boundary deep --tta --merge-small tune \
+        --deep-model boundaries-fibsem boundaries-fibsem-3d --planes 3 1 --save-preset
     # another boundary map of the whole volume (or the mean of several), no preset
     python scripts/instance_results.py --only flyem --boundary-map a.npy b.npy --merge-small tune
 
@@ -194,49 +199,74 @@ def cached_boundary_map(model: PixelClassifier, image: np.ndarray, cache: str | 
     return out
 
 
+def deep_members(args: argparse.Namespace) -> list[tuple[str, int]]:
+    """``(model, planes)`` of each deep model (``--deep-model`` with ``--planes``, one each or one for all)."""
+    models, planes = list(args.deep_model), list(args.planes)
+    if len(planes) == 1:
+        planes = planes * len(models)
+    if len(planes) != len(models):
+        raise SystemExit(
+            f"--planes: give one value, or one per --deep-model ({len(models)}); got {planes}"
+        )
+    return list(zip(models, planes, strict=True))
+
+
 def deep_boundary_map(
-    model: Any, image: np.ndarray, planes: int, *, tta: bool = False
+    models: list[Any], image: np.ndarray, planes: list[int], *, tta: bool = False
 ) -> np.ndarray:
-    """Channel "boundary" of a deep model, quantised as ``emseg segment`` stores it (float32).
+    """Channel "boundary" of a deep model, or the mean of several, quantised as ``emseg segment`` stores it.
 
-    `tta`: mean over the flips of each plane (``predict_image(..., tta=True)``),
-    as a preset with ``prediction.tta`` predicts.
+    One model: ``predict_image(model, image, planes=, tta=)``; several (an
+    ensemble, a preset's ``prediction.members``): the mean of their float32
+    probabilities (:func:`emseg.semantic.deep.predict_members`), quantised once.
+    `tta`: mean over the flips of each plane, as a preset with ``tta`` predicts.
     """
-    from emseg.semantic.deep import predict_image
+    from emseg.semantic.deep import Member, predict_image, predict_members
 
-    probs = predict_image(model, image, planes=planes, tta=tta)
-    p = probs[model.output_names.index("boundary")]
+    if len(models) == 1:
+        probs = predict_image(models[0], image, planes=planes[0], tta=tta)
+    else:
+        members = [Member(m, planes=p, tta=tta) for m, p in zip(models, planes, strict=True)]
+        probs = predict_members(members, image)
+    p = probs[models[0].output_names.index("boundary")]
     return (np.rint(np.clip(p, 0, 1) * 255) / 255).astype(np.float32)
 
 
-def cached_deep_map(model: Any, image: np.ndarray, args: argparse.Namespace) -> np.ndarray:
-    """:func:`deep_boundary_map`, kept in ``args.cache`` under the weights' digest."""
+def cached_deep_map(models: list[Any], image: np.ndarray, args: argparse.Namespace) -> np.ndarray:
+    """:func:`deep_boundary_map`, kept in ``args.cache`` under the weights' digests."""
+    planes = [p for _, p in deep_members(args)]
     if not args.cache:
-        return deep_boundary_map(model, image, args.planes, tta=args.tta)
+        return deep_boundary_map(models, image, planes, tta=args.tta)
     h = hashlib.sha256()
-    for name, t in sorted(model.network.state_dict().items()):
-        h.update(name.encode())
-        h.update(t.detach().float().numpy().tobytes())
+    for model in models:
+        for name, t in sorted(model.network.state_dict().items()):
+            h.update(name.encode())
+            h.update(t.detach().float().numpy().tobytes())
+    tag = "".join(str(p) for p in planes)
     path = (
-        Path(args.cache)
-        / f"flyem_deep_{h.hexdigest()[:16]}_p{args.planes}{'_tta' if args.tta else ''}.npy"
+        Path(args.cache) / f"flyem_deep_{h.hexdigest()[:16]}_p{tag}{'_tta' if args.tta else ''}.npy"
     )
     if path.exists():
         log.info("boundary map from %s", path)
         return np.load(path)
-    out = deep_boundary_map(model, image, args.planes, tta=args.tta)
+    out = deep_boundary_map(models, image, planes, tta=args.tta)
     path.parent.mkdir(parents=True, exist_ok=True)
     np.save(path, out)
     return out
 
 
-def deep_record(model: Any, args: argparse.Namespace) -> dict[str, Any]:
-    """The deep boundary model's identity and training, as recorded in the results JSON."""
-    prov = model.provenance
-    return {"kind": "deep", "model": args.deep_model, "planes": args.planes, "tta": args.tta,
-            "steps": prov.get("steps"), "train_seconds": prov.get("train_seconds"),
-            "validation": prov.get("validation", {}),
-            "orientations": list(model.config.data.orientations)}  # fmt: skip
+def deep_record(models: list[Any], args: argparse.Namespace) -> dict[str, Any]:
+    """The deep boundary model(s): identity and training, as recorded in the results JSON."""
+    members = []
+    for model, (name, planes) in zip(models, deep_members(args), strict=True):
+        prov = model.provenance
+        members.append({"model": name, "planes": planes, "tta": args.tta, "dim": model.dim,
+                        "steps": prov.get("steps"), "train_seconds": prov.get("train_seconds"),
+                        "validation": prov.get("validation", {}),
+                        "orientations": list(model.config.data.orientations)})  # fmt: skip
+    if len(members) == 1:
+        return {"kind": "deep", **members[0]}
+    return {"kind": "deep", "members": members}
 
 
 def forest_record(model: PixelClassifier, args: argparse.Namespace) -> dict[str, Any]:
@@ -423,9 +453,9 @@ def run_flyem(args: argparse.Namespace) -> dict[str, Any]:
     elif args.boundary == "deep":
         from emseg.semantic.deep import load_model as load_deep_model
 
-        model = load_deep_model(args.deep_model)
+        model = [load_deep_model(name) for name, _ in deep_members(args)]
         record = deep_record(model, args)
-        t_train = float(model.provenance.get("train_seconds", 0.0))
+        t_train = sum(float(m.provenance.get("train_seconds", 0.0)) for m in model)
         t0 = time.perf_counter()
         bnd = cached_deep_map(model, image, args)
     else:
@@ -561,7 +591,7 @@ def gala_transfer(
     image = np.asarray(open_dataset_file("gala_fibsem", "test_image")[:])
     truth = np.asarray(open_dataset_file("gala_fibsem", "test_groundtruth")[:])
     sp = DATASETS["gala_fibsem"].spacing
-    bnd = deep_boundary_map(model, image, args.planes, tta=args.tta)
+    bnd = deep_boundary_map(model, image, [p for _, p in deep_members(args)], tta=args.tta)
     out = {}
     for name, (sv, t, clf, small_nm3) in chains.items():
         frag = supervoxels(bnd, spacing=sp, **sv)
@@ -604,9 +634,21 @@ def save_preset(
     files: dict[str, str] = {}
     if deep:
         (PRESET_DIR / "boundary.safetensors").unlink(missing_ok=True)
-        prediction = {"kind": "deep", "model": args.deep_model, "class": "boundary",
-                      "planes": args.planes, "tta": args.tta}  # fmt: skip
-        what = f"tri-planar U-Net boundary map ({args.deep_model}{', test-time flips' if args.tta else ''})"
+        members = deep_members(args)
+        flips = ", test-time flips" if args.tta else ""
+        if len(members) == 1:
+            ((name, planes),) = members
+            prediction = {"kind": "deep", "model": name, "class": "boundary",
+                          "planes": planes, "tta": args.tta}  # fmt: skip
+            what = f"{'tri-planar ' if planes == 3 else ''}U-Net boundary map ({name}{flips})"
+        else:
+            prediction = {"kind": "deep", "class": "boundary",
+                          "members": [{"model": n, "planes": p, "tta": args.tta} for n, p in members]}  # fmt: skip
+            what = (
+                "mean boundary map of "
+                + " and ".join(f"{n}{' tri-planar' if p == 3 else ''}" for n, p in members)
+                + flips
+            )
     else:
         model_path = save_model(
             flyem["_model"], PRESET_DIR / "boundary.safetensors", overwrite=True
@@ -672,7 +714,12 @@ def save_preset(
         "training": {
             "command": "python scripts/instance_results.py --save-preset "
             + " ".join(
-                f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}")
+                f"--{k.replace('_', '-')}"
+                + (
+                    ""
+                    if v is True
+                    else " " + (" ".join(map(str, v)) if isinstance(v, list) else str(v))
+                )
                 for k, v in {"only": args.only, **_cli_settings(args)}.items()
                 if v is not None and v is not False
             ),
@@ -699,10 +746,12 @@ def main() -> None:
     parser.add_argument("--only", choices=("flyem", "gala"), default=None)
     parser.add_argument("--boundary", choices=("forest", "deep"), default="forest",
                         help="FlyEM boundary map: a forest trained here, or a deep model")  # fmt: skip
-    parser.add_argument("--deep-model", default="boundaries-fibsem",
-                        help="with --boundary deep: a shipped model name or a model folder")  # fmt: skip
-    parser.add_argument("--planes", type=int, choices=(1, 3), default=3,
-                        help="with --boundary deep: 3 = tri-planar prediction")  # fmt: skip
+    parser.add_argument("--deep-model", nargs="+", default=["boundaries-fibsem"],
+                        help="with --boundary deep: a shipped model name or a model folder; "
+                        "several: their mean probability (an ensemble)")  # fmt: skip
+    parser.add_argument("--planes", type=int, nargs="+", choices=(1, 3), default=[3],
+                        help="with --boundary deep: 3 = tri-planar prediction (2D models); one "
+                        "value for all models or one per --deep-model")  # fmt: skip
     parser.add_argument("--tta", action="store_true",
                         help="with --boundary deep: test-time flips (the preset then predicts "
                         "with them too)")  # fmt: skip
