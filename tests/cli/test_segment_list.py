@@ -78,8 +78,14 @@ def test_shipped_presets_list_their_own_settings():
     if not deep:
         pytest.skip("no deep preset shipped")
     for p in deep:
-        (line,) = [x for x in _block(lines, p.name) if x.startswith("  predicts ")]
-        assert f"planes {p.document['prediction'].get('planes', 1)} " in line
-        assert line.endswith("tta on (test-time flips)") == bool(
-            p.document["prediction"].get("tta", False)
-        )
+        block = _block(lines, p.name)
+        if p.is_ensemble:  # one "member i" line per member, in order
+            got = [x for x in block if x.startswith("  member ")]
+        else:
+            got = [x for x in block if x.startswith("  predicts ")]
+        assert len(got) == len(p.members)
+        for line, m in zip(got, p.members, strict=True):
+            assert f"planes {m['planes']} " in line
+            assert line.endswith("tta on (test-time flips)") == bool(m["tta"])
+            if p.is_ensemble:
+                assert f" {m['model']}: " in line

@@ -101,19 +101,20 @@ def _prediction_lines(kind: str, prediction: dict[str, Any]) -> list[str]:
     """
     if kind != "deep":
         return []
-    planes = int(prediction.get("planes", 1))
-    how = "(xy, zx and zy planes, averaged)" if planes == 3 else "(as trained)"
-    tta = "on (test-time flips)" if prediction.get("tta", False) else "off"
-    return [f"  predicts    planes {planes} {how}, tta {tta}"]
+    return [f"  predicts    {_how(int(prediction.get('planes', 1)), bool(prediction.get('tta')))}"]
+
+
+def _how(planes: int, tta: bool) -> str:
+    """``planes N (...), tta on|off`` for one deep model."""
+    views = "(xy, zx and zy planes, averaged)" if planes == 3 else "(as trained)"
+    return f"planes {planes} {views}, tta {'on (test-time flips)' if tta else 'off'}"
 
 
 def _member_lines(members: Sequence[dict[str, Any]]) -> list[str]:
     """One line per ensemble member: its model, planes and tta."""
     out = []
     for i, m in enumerate(members, 1):
-        how = "(xy, zx and zy planes, averaged)" if m["planes"] == 3 else "(as trained)"
-        tta = "on (test-time flips)" if m["tta"] else "off"
-        out.append(f"  member {i}    {m['model']}: planes {m['planes']} {how}, tta {tta}")
+        out.append(f"  member {i}    {m['model']}: {_how(int(m['planes']), bool(m['tta']))}")
     return out
 
 
