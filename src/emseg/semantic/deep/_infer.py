@@ -198,20 +198,80 @@ class Predictor:
         flips: list[tuple[int, ...]] = [()]
         if self.tta:
             flips = [c for r in range(len(spatial) + 1) for c in itertools.combinations(spatial, r)]
+        offsets = self.model.config.network.offsets if self.model.head == "affinities" else None
         with torch.inference_mode():
             acc = None
+            count = None  # per channel and voxel, for affinities (see unflip_affinities)
             for f in flips:
                 xi = torch.flip(x, f) if f else x
                 p = self._forward(xi)
-                p = torch.flip(p, f) if f else p
+                if offsets and len(flips) > 1:
+                    p = p.float()
+                    if f:
+                        p, valid = unflip_affinities(p, f, offsets)
+                    else:
+                        valid = torch.ones(p.shape[1:], dtype=p.dtype, device=p.device)
+                    count = valid if count is None else count.add_(valid)
+                else:
+                    p = torch.flip(p, f) if f else p
                 acc = p if acc is None else acc.add_(p)
             assert acc is not None
-            if len(flips) > 1:
+            if count is not None:
+                acc.div_(count)
+            elif len(flips) > 1:
                 acc.div_(len(flips))
             out = acc.float().contiguous()
         if self.model.dim == 2:
             out = out[:, :, None]
         return out.cpu().numpy()
+
+
+def unflip_affinities(
+    p: torch.Tensor, flipped: Sequence[int], offsets: Sequence[Sequence[int]]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Map affinities predicted on a flipped input back to the input's frame.
+
+    Parameters
+    ----------
+    p : (B, C, *spatial) tensor
+        The network's affinities for the input flipped along the tensor axes
+        `flipped` (2 = first spatial axis); channel ``c`` is the affinity of
+        ``q`` and ``q + offsets[c]`` in the flipped frame.
+    flipped : tensor axes that were flipped
+    offsets : one offset per channel, (z, y, x) or one int per spatial axis
+        A 2D network's offsets are read from their last two entries.
+
+    Returns
+    -------
+    affinities, valid : (B, C, *spatial) and (C, *spatial) float tensors
+        Flipping back turns channel ``c`` into the affinity of ``v`` and
+        ``v - o`` along the flipped axes, so an offset lying only on flipped
+        axes is read at ``v + o``: it is symmetric. Voxels whose ``v + o``
+        leaves the tile, and channels whose offset has components both on
+        flipped and on unflipped axes (not recoverable), are 0 with
+        ``valid`` 0; everything else has ``valid`` 1.
+    """
+    back = torch.flip(p, tuple(flipped))
+    out = torch.zeros_like(back)
+    valid = torch.zeros(back.shape[1:], dtype=back.dtype, device=back.device)
+    spatial = back.shape[2:]
+    for c, full in enumerate(offsets):
+        off = tuple(full)[len(full) - len(spatial) :]  # a 2D network's offsets are (0, y, x)
+        on = {a + 2 for a, o in enumerate(off) if o}
+        if not on & set(flipped):
+            out[:, c] = back[:, c]
+            valid[c] = 1.0
+            continue
+        if not on <= set(flipped):
+            continue
+        dst: list[slice] = []
+        src: list[slice] = []
+        for o, n in zip(off, spatial, strict=True):
+            dst.append(slice(max(0, -o), n - max(0, o)))
+            src.append(slice(max(0, o), n - max(0, -o)))
+        out[(slice(None), c, *dst)] = back[(slice(None), c, *src)]
+        valid[(c, *dst)] = 1.0
+    return out, valid
 
 
 def predict_box(
@@ -328,6 +388,11 @@ class _Transposed:
 
 def _check_planes(model: Model, shape: Sequence[int], planes: int) -> tuple[str, ...]:
     orientations = plane_orientations(planes)
+    if planes != 1 and model.head == "affinities":
+        raise EmsegValueError(
+            f"`planes`={planes} (tri-planar prediction) cannot be used with an affinity model: "
+            "its channels are tied to the axes of the plane it was trained on. Use planes=1."
+        )
     if planes != 1 and (model.dim != 2 or len(shape) != 3):
         raise EmsegValueError(
             f"`planes`={planes} (tri-planar prediction) needs a 2D network and a 3D (Z, Y, X) "
@@ -430,6 +495,8 @@ def predict_image(
         Tiles per forward pass.
     tta : bool, default False
         Average over all flips of the network's spatial axes (4 in 2D, 8 in 3D).
+        Affinity channels are mapped back to their offsets
+        (:func:`unflip_affinities`) before averaging.
     precision : {"fp32", "bf16"}
         bf16 autocast (faster on CPUs with AVX512-BF16 / AMX; slightly less exact).
     channels_last : bool, default True
