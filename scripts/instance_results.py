@@ -100,6 +100,10 @@ DEEP_THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.20, 0.81, 0.05))
 #: into their lowest-mean neighbour after the threshold, each tried with the thresholds of
 #: the grid within 0.1 of the one chosen without clean-up.
 MERGE_SMALL_NM3 = (0.0, 3e5, 5e5, 7e5, 1e6, 1.5e6, 2e6)
+#: ``--merge-small joint`` (FlyEM, mean edges): supervoxels (the distance-seed settings of
+#: SUPERVOXEL_GRID), threshold and clean-up size chosen together on the tuning crop.
+JOINT_THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.30, 0.61, 0.05))
+JOINT_MERGE_SMALL_NM3 = (0.0, 5e5, 7e5, 1e6, 1.5e6)
 
 
 def boundary_targets(truth: np.ndarray, *, zero_is_boundary: bool = False) -> np.ndarray:
@@ -543,6 +547,27 @@ def run_flyem(args: argparse.Namespace) -> dict[str, Any]:
         chosen = {**chosen, **chosen_scores(row), "threshold": t_mean}
         log.info("flyem tune merge_small: %.3g nm^3, t=%.2f %s", small_nm3, t_mean,
                  chosen_scores(row))  # fmt: skip
+    elif args.merge_small == "joint":
+        for k, n_nm3, t in itertools.product(
+            range(len(SUPERVOXEL_GRID)), JOINT_MERGE_SMALL_NM3, JOINT_THRESHOLDS
+        ):
+            if SUPERVOXEL_GRID[k]["seeds"] != "distance":
+                continue
+            frag_k, rag_k = graphs[k]
+            seg = _relabel(rag_k, frag_k, t, merge_small=merge_small_voxels(n_nm3, sp))
+            small_tuning.append({"k": k, "merge_small_nm3": n_nm3, "threshold": t,
+                                 **crop_scores(seg, tune)})  # fmt: skip
+        row = min(small_tuning,
+                  key=lambda r: (criterion(r), r["k"], r["merge_small_nm3"], r["threshold"]))  # fmt: skip
+        k_best = int(row["k"])
+        small_nm3, t_mean = row["merge_small_nm3"], row["threshold"]
+        sv, (frag, rag) = SUPERVOXEL_GRID[k_best], graphs[k_best]
+        chosen = {"supervoxels": sv, "fragments": int(frag.max()), "threshold": t_mean,
+                  **chosen_scores(row)}  # fmt: skip
+        for r in small_tuning:
+            r["supervoxels"] = SUPERVOXEL_GRID[int(r.pop("k"))]
+        log.info("flyem tune jointly: %s, %.3g nm^3, t=%.2f %s", sv, small_nm3, t_mean,
+                 chosen_scores(row))  # fmt: skip
     t_small = time.perf_counter() - t0
     seg_mean = _relabel(rag, frag, t_mean, merge_small=merge_small_voxels(small_nm3, sp))
     seg_learned = _relabel(rag_l, frag_l, t_learned, 1 - pm)
@@ -774,10 +799,12 @@ def main() -> None:
                         help="FlyEM: train the edge classifier on the supervoxels chosen for the "
                         "mean agglomeration, or on each setting and choose among them on the "
                         "tuning crop")  # fmt: skip
-    parser.add_argument("--merge-small", choices=("off", "tune"), default="off",
+    parser.add_argument("--merge-small", choices=("off", "tune", "joint"), default="off",
                         help="FlyEM, mean edges: after the threshold, merge segments smaller "
-                        "than a size (nm^3, chosen with the threshold on the tuning crop from "
-                        "MERGE_SMALL_NM3) into their lowest-mean neighbour")  # fmt: skip
+                        "than a size (nm^3) into their lowest-mean neighbour. tune: the size "
+                        "(MERGE_SMALL_NM3) with the threshold, on the supervoxels chosen "
+                        "without it; joint: supervoxels, threshold and size (JOINT_*) chosen "
+                        "together")  # fmt: skip
     parser.add_argument("--boundary-map", nargs="+", default=None, metavar="NPY",
                         help="FlyEM only: score this boundary map (a .npy of the whole volume, "
                         "z-y-x, float in [0, 1] or uint8 levels; the mean of several) instead "
