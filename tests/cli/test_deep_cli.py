@@ -11,6 +11,7 @@ import torch
 from emseg.cli import main
 from emseg.data import synthetic_em
 from emseg.io import open_image, write_image
+from emseg.semantic.deep import list_models
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +82,15 @@ def test_train_predict_models(files, capsys, tmp_path):
     capsys.readouterr()
 
     assert main(["models"]) == 0
-    assert capsys.readouterr().out.strip()
+    listing = capsys.readouterr().out
+    # every shipped model is listed with its validation scores, a refit with why it has none
+    for card in list_models():
+        block = listing.split(f"{card.name}: ", 1)[1].split("\n")[3]
+        iou = (card.card.get("validation") or {}).get("iou")
+        if iou is not None:
+            assert f"iou={iou:.4f}" in block
+    refit = listing.split("boundaries-fibsem-refit: ", 1)[1].split("\n")[3]
+    assert refit.startswith("  validation: none: a refit on training + validation data")
     assert main(["predict", "no-such-model", str(root / "img.ome.zarr"), str(tmp_path / "x")]) == 2
     assert "shipped" in capsys.readouterr().err
 

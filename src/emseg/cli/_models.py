@@ -36,8 +36,12 @@ def run(args: argparse.Namespace) -> int:
     for m in models:
         c = m.card
         scores = ", ".join(
-            f"{k}={v:.4f}" for k, v in c.get("validation", {}).items() if isinstance(v, int | float)
+            f"{k}={v:.4f}"
+            for k, v in (c.get("validation") or {}).items()
+            if isinstance(v, int | float)
         )
+        if not scores and str(c.get("validation_split", "")).startswith("none"):
+            scores = c["validation_split"]  # a refit on training + validation data
         print(f"{m.name}: {c.get('description', '')}")
         print(f"  data: {c.get('training_data', '?')}")
         print(f"  licence: {c.get('data_licence', '?')}")
