@@ -269,8 +269,10 @@ def unflip_affinities(
         for o, n in zip(off, spatial, strict=True):
             dst.append(slice(max(0, -o), n - max(0, o)))
             src.append(slice(max(0, o), n - max(0, -o)))
-        out[(slice(None), c, *dst)] = back[(slice(None), c, *src)]
-        valid[(c, *dst)] = 1.0
+        to: tuple[int | slice, ...] = (slice(None), c, *dst)
+        frm: tuple[int | slice, ...] = (slice(None), c, *src)
+        out[to] = back[frm]
+        valid[to[1:]] = 1.0
     return out, valid
 
 
