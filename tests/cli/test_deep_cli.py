@@ -84,12 +84,12 @@ def test_train_predict_models(files, capsys, tmp_path):
     assert main(["models"]) == 0
     listing = capsys.readouterr().out
     # every shipped model is listed with its validation scores, a refit with why it has none
+    shown = {c.name: listing.split(f"{c.name}: ", 1)[1].split("\n")[3] for c in list_models()}
     for card in list_models():
-        block = listing.split(f"{card.name}: ", 1)[1].split("\n")[3]
         iou = (card.card.get("validation") or {}).get("iou")
         if iou is not None:
-            assert f"iou={iou:.4f}" in block
-    refit = listing.split("boundaries-fibsem-refit: ", 1)[1].split("\n")[3]
+            assert f"iou={iou:.4f}" in shown[card.name]
+    refit = shown["boundaries-fibsem-refit"]
     assert refit.startswith("  validation: none: a refit on training + validation data")
     assert main(["predict", "no-such-model", str(root / "img.ome.zarr"), str(tmp_path / "x")]) == 2
     assert "shipped" in capsys.readouterr().err
