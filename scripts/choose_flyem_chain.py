@@ -28,6 +28,7 @@ import itertools
 import json
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from instance_results import (  # noqa: E402
+from instance_results import (
     JOINT_MERGE_SMALL_NM3,
     JOINT_THRESHOLDS,
     SUPERVOXEL_GRID,
@@ -45,8 +46,8 @@ from instance_results import (  # noqa: E402
     scores,
 )
 
-from emseg.data import DATASETS, open_dataset_file  # noqa: E402
-from emseg.instance import agglomerate_graph, region_adjacency_graph, supervoxels  # noqa: E402
+from emseg.data import DATASETS, open_dataset_file
+from emseg.instance import agglomerate_graph, region_adjacency_graph, supervoxels
 
 TUNE = slice(60, 80)
 
@@ -91,12 +92,21 @@ def grid_scores(bnd: np.ndarray, truth: np.ndarray, sp: tuple[float, ...]) -> li
     return rows
 
 
+_STATE: dict[str, Any] = {}
+
+
+def _grid_of_copy(seed: int) -> list[dict[str, Any]]:
+    """Worker: the grid on copy `seed` of the map in ``_STATE`` (inherited by fork)."""
+    return grid_scores(perturbed(_STATE["bnd"], seed), _STATE["truth"], _STATE["sp"])
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--candidate", action="append", required=True,
                    help="NAME=MODEL:PLANES[+MODEL:PLANES...]; simplest first (ties go to it)")  # fmt: skip
     p.add_argument("--perturb", type=int, default=4, help="maps per candidate (1 = no copies)")
     p.add_argument("--tie", type=float, default=0.01)
+    p.add_argument("--jobs", type=int, default=1, help="processes for the map copies")
     p.add_argument("--cache", default="bench_output/cache")
     p.add_argument("--out", required=True)
     args = p.parse_args()
@@ -115,7 +125,16 @@ def main() -> None:
                                 planes=[pl for _, pl in members])  # fmt: skip
         bnd = cached_deep_map(models, image, ns)
         t_map = time.perf_counter() - t0
-        per_map = [grid_scores(perturbed(bnd, s), truth, sp) for s in range(args.perturb)]
+        print(f"{name}: map in {t_map:.0f} s", flush=True)
+        _STATE.update(bnd=bnd, truth=truth, sp=sp)
+        if args.jobs > 1:
+            import multiprocessing
+
+            ctx = multiprocessing.get_context("fork")
+            with ProcessPoolExecutor(max_workers=args.jobs, mp_context=ctx) as pool:
+                per_map = list(pool.map(_grid_of_copy, range(args.perturb)))
+        else:
+            per_map = [_grid_of_copy(s) for s in range(args.perturb)]
         rows = []
         for i, row in enumerate(per_map[0]):
             objs = [pm[i]["objective"] for pm in per_map]

@@ -703,7 +703,6 @@ def predict_blockwise(
     lifted = _lift(shape)
     single = isinstance(model, Model)
     if isinstance(model, Model):
-        _check_planes(model, shape, planes)
         members: tuple[Member, ...] = (Member(model, planes=planes, tta=bool(tta)),)
     else:
         if tta or planes != 1:
