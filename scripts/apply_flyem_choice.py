@@ -1,0 +1,123 @@
+"""Write the neurons-fibsem preset for a chain chosen by ``choose_flyem_chain.py`` and score it.
+
+The chosen candidate's members (shipped model names, each with test-time flips) and its
+settings (distance-seed supervoxels, mean agglomeration threshold, clean-up size) replace those
+of the base preset; the new chain is run end to end with ``emseg segment`` on the whole FlyEM
+volume and on gala's test volume, and the preset is written with its scores: FlyEM z 80-124
+(held out), gala's test volume, and the tuning crop z 60-79 for reference. Nothing is tuned
+here; run it once, after the choice (it is the look at the test split).
+
+    python scripts/choose_flyem_chain.py ... --out bench_output/choose_flyem_chain.json
+    python scripts/apply_flyem_choice.py bench_output/choose_flyem_chain.json \\
+        --out src/emseg/presets/neurons-fibsem
+
+Takes about 6 minutes on 2 cores (prediction with flips dominates).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from instance_results import scores
+
+from emseg import __version__
+from emseg.data import DATASETS, dataset_path, open_dataset_file
+from emseg.io import open_image
+from emseg.presets import load_preset, segment
+from emseg.semantic.deep import load_model
+
+
+def _run(preset_dir: Path, dataset: str, key: str, out: Path) -> np.ndarray:
+    result = segment(dataset_path(dataset, key), preset_dir, out,
+                     spacing=DATASETS[dataset].spacing, n_workers=1, progress=False)  # fmt: skip
+    return np.asarray(open_image(result.labels)[:])
+
+
+def preset_meta(base: dict, choice: dict, command: str) -> dict:
+    """The base preset's JSON with the chosen members and settings (scores still to come)."""
+    meta = json.loads(json.dumps(base))
+    members = [{"model": m, "planes": int(p), "tta": True} for m, p in choice["members"]]
+    meta["prediction"] = {"kind": "deep", "class": "boundary", "members": members}
+    meta["description"] = (
+        "Neurons in isotropic FIB-SEM (~10 nm voxels): mean boundary map of "
+        + " and ".join(f"{m['model']}{' tri-planar' if m['planes'] == 3 else ''}" for m in members)
+        + ", test-time flips, watershed supervoxels, mean agglomeration (trained on FlyEM medulla)"
+    )
+    inst = meta["instances"]
+    inst["supervoxels"] = dict(choice["supervoxels"])
+    inst["agglomeration"] = {"edges": "mean", "threshold": float(choice["threshold"]),
+                             "edge_classifier": None,
+                             "merge_small_nm3": float(choice["merge_small_nm3"])}  # fmt: skip
+    records = []
+    for m in members:
+        model = load_model(m["model"])
+        prov = model.provenance
+        records.append({"model": m["model"], "planes": m["planes"], "tta": True,
+                        "dim": model.dim, "steps": prov.get("steps"),
+                        "train_seconds": prov.get("train_seconds"),
+                        "validation": prov.get("validation", {}),
+                        "orientations": list(model.config.data.orientations)})  # fmt: skip
+    meta["training"] = {
+        "command": command, "emseg": __version__,
+        "date": datetime.datetime.now(datetime.UTC).replace(microsecond=0).isoformat(),
+        "boundary": {"kind": "deep", "members": records},
+    }  # fmt: skip
+    return meta
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser.add_argument("choice", help="JSON written by choose_flyem_chain.py")
+    parser.add_argument("--base", default="neurons-fibsem", help="preset whose other fields stay")
+    parser.add_argument("--out", required=True, help="folder to write preset.json into")
+    args = parser.parse_args()
+    result = json.loads(Path(args.choice).read_text())
+    name = result["chosen"]["candidate"]
+    choice = {**result["chosen"], "members": result["candidates"][name]["members"]}
+    base = json.loads((Path(load_preset(args.base).path) / "preset.json").read_text())
+    flags = " ".join(
+        f"--candidate {c}={'+'.join(f'{m}:{p}' for m, p in v['members'])}"
+        for c, v in result["candidates"].items()
+    )
+    command = (
+        f"python scripts/choose_flyem_chain.py {flags} --perturb {result['perturb']} "
+        "--out CHOICE; python scripts/apply_flyem_choice.py CHOICE --out DIR"
+    )
+    meta = preset_meta(base, choice, command)
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        (work / "preset").mkdir()
+        (work / "preset" / "preset.json").write_text(json.dumps(meta, indent=2) + "\n")
+        fly = _run(work / "preset", "flyem_medulla", "image", work / "flyem")
+        gala = _run(work / "preset", "gala_fibsem", "test_image", work / "gala")
+    truth = np.asarray(open_dataset_file("flyem_medulla", "groundtruth")[:])
+    gala_truth = np.asarray(open_dataset_file("gala_fibsem", "test_groundtruth")[:])
+    meta["validation"] = {
+        "dataset": "flyem_medulla",
+        "trained_on": "z 0-59",
+        "tuned_on": f"z 60-79 (objective averaged over {result['perturb']} perturbed maps)",
+        "scored_on": "z 80-124",
+        "scores": scores(truth[80:125], fly[80:125]),
+        "other": {
+            "gala_fibsem test volume (this preset as is: FlyEM-trained, FlyEM-tuned)":
+                scores(gala_truth, gala),
+            "flyem_medulla z 60-79 (tuning crop)": scores(truth[60:80], fly[60:80]),
+        },
+    }  # fmt: skip
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "preset.json").write_text(json.dumps(meta, indent=2) + "\n")
+    print(json.dumps(meta["validation"], indent=1))
+
+
+if __name__ == "__main__":
+    main()
