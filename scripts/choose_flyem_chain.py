@@ -16,9 +16,13 @@ lowest mean objective; ties within ``--tie`` go to the earlier candidate, then t
 
 Only the ground truth of z 0-79 is read; nothing here looks at z 80-124.
 
-    python scripts/choose_flyem_chain.py --cache bench_output/cache --out bench_output/choose.json \\
+    python scripts/choose_flyem_chain.py --perturb 4 --jobs 2 --out bench_output/choose_flyem_chain.json \\
         --candidate A=boundaries-fibsem:3+boundaries-fibsem-3d:1 \\
-        --candidate B=boundaries-fibsem:3+runs/boundaries-fibsem-3d-stage2:1
+        --candidate B=boundaries-fibsem:3+boundaries-fibsem-3d-stage2:1 \\
+        --candidate C=boundaries-fibsem:3+boundaries-fibsem-3d:1+boundaries-fibsem-3d-stage2:1
+
+(session 6: about 20 minutes on 2 cores; it chose B, see docs/protocols/flyem-session6.md).
+A member is a shipped model name or a model folder (``runs/NAME``).
 """
 
 from __future__ import annotations

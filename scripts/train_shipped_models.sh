@@ -3,14 +3,17 @@
 #
 #   scripts/train_shipped_models.sh [membranes-2d] [mitochondria] [boundaries-fibsem]
 #                                   [boundaries-fibsem-3d] [boundaries-fibsem-refit]
-#                                   (default: all five)
+#                                   [boundaries-fibsem-3d-stage2]
+#                                   (default: all six; boundaries-fibsem-3d-stage2 starts from
+#                                   runs/boundaries-fibsem-3d, so it comes after it)
 #
 # Hours of CPU each: run on a quiet machine. A killed run continues where it
 # stopped when the script is started again (emseg train --resume). Each run
 # selects its model on the validation split only (ISBI 2012 sections 24-29,
 # Lucchi++ z 60-79, FlyEM medulla z 60-79) and writes card.json with the validation
 # scores (boundaries-fibsem: IoU of p >= 0.5 on xy sections; it is used tri-planar, with the
-# 3D boundaries-fibsem-3d, by the neurons-fibsem preset, whose scores come from scripts/instance_results.py); the ISBI
+# 3D boundaries-fibsem-3d-stage2, by the neurons-fibsem preset, whose scores come from
+# scripts/choose_flyem_chain.py and scripts/apply_flyem_choice.py); the ISBI
 # V_rand / V_info of the membrane model are added to its card below.
 # Weights over 5 MB are stored as float16 (the 3D boundaries-fibsem-3d: 2.9 MB).
 # A model with configs/<name>-finetune.yaml (mitochondria) gets a second stage
@@ -23,7 +26,7 @@ EMSEG=${EMSEG:-.venv/bin/emseg}
 RUNS=${RUNS:-runs}
 THREADS=${EMSEG_THREADS:-}
 models=("$@")
-[ ${#models[@]} -eq 0 ] && models=(membranes-2d mitochondria boundaries-fibsem boundaries-fibsem-3d boundaries-fibsem-refit)
+[ ${#models[@]} -eq 0 ] && models=(membranes-2d mitochondria boundaries-fibsem boundaries-fibsem-3d boundaries-fibsem-refit boundaries-fibsem-3d-stage2)
 
 for name in "${models[@]}"; do
   out="$RUNS/$name"
