@@ -20,25 +20,18 @@ import argparse
 import datetime
 import json
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from instance_results import scores
+from refit_preset import segment_flyem_and_gala
 
 from emseg import __version__
-from emseg.data import DATASETS, dataset_path, open_dataset_file
-from emseg.io import open_image
-from emseg.presets import load_preset, segment
+from emseg.data import open_dataset_file
+from emseg.presets import load_preset
 from emseg.semantic.deep import load_model
-
-
-def _run(preset_dir: Path, dataset: str, key: str, out: Path) -> np.ndarray:
-    result = segment(dataset_path(dataset, key), preset_dir, out,
-                     spacing=DATASETS[dataset].spacing, n_workers=1, progress=False)  # fmt: skip
-    return np.asarray(open_image(result.labels)[:])
 
 
 def preset_meta(base: dict, choice: dict, command: str) -> dict:
@@ -93,12 +86,7 @@ def main() -> None:
         "--out CHOICE; python scripts/apply_flyem_choice.py CHOICE --out DIR"
     )
     meta = preset_meta(base, choice, command)
-    with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        (work / "preset").mkdir()
-        (work / "preset" / "preset.json").write_text(json.dumps(meta, indent=2) + "\n")
-        fly = _run(work / "preset", "flyem_medulla", "image", work / "flyem")
-        gala = _run(work / "preset", "gala_fibsem", "test_image", work / "gala")
+    fly, gala = segment_flyem_and_gala(meta)
     truth = np.asarray(open_dataset_file("flyem_medulla", "groundtruth")[:])
     gala_truth = np.asarray(open_dataset_file("gala_fibsem", "test_groundtruth")[:])
     meta["validation"] = {

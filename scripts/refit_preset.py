@@ -43,6 +43,17 @@ def _run(preset_dir: Path, dataset: str, key: str, out: Path) -> np.ndarray:
     return np.asarray(open_image(result.labels)[:])
 
 
+def segment_flyem_and_gala(meta: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Labels of the whole FlyEM volume and gala's test volume, ``emseg segment`` with preset `meta`."""
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        (work / "preset").mkdir()
+        (work / "preset" / "preset.json").write_text(json.dumps(meta, indent=2) + "\n")
+        fly = _run(work / "preset", "flyem_medulla", "image", work / "flyem")
+        gala = _run(work / "preset", "gala_fibsem", "test_image", work / "gala")
+    return fly, gala
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
@@ -59,12 +70,7 @@ def main() -> None:
         parser.error(f"preset {preset.name!r} has no single member {args.old!r}: {members}")
     hit[0]["model"] = args.new
     meta["description"] = meta["description"].replace(args.old + " ", args.new + " ")
-    with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        (work / "preset").mkdir()
-        (work / "preset" / "preset.json").write_text(json.dumps(meta, indent=2) + "\n")
-        fly = _run(work / "preset", "flyem_medulla", "image", work / "flyem")
-        gala = _run(work / "preset", "gala_fibsem", "test_image", work / "gala")
+    fly, gala = segment_flyem_and_gala(meta)
     truth = np.asarray(open_dataset_file("flyem_medulla", "groundtruth")[:])
     gala_truth = np.asarray(open_dataset_file("gala_fibsem", "test_groundtruth")[:])
     val = meta["validation"]
