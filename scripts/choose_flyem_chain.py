@@ -120,7 +120,7 @@ def main() -> None:
     truth = np.asarray(open_dataset_file("flyem_medulla", "groundtruth")[TUNE])
     sp = tuple(DATASETS["flyem_medulla"].spacing)
     results: dict[str, Any] = {"perturb": args.perturb, "tune": "z 60-79", "candidates": {}}
-    best: tuple[float, int, int, int] | None = None
+    best: tuple[float, int] | None = None  # (mean objective, candidate index)
     for ci, text in enumerate(args.candidate):
         name, members = parse_candidate(text)
         t0 = time.perf_counter()
@@ -158,9 +158,8 @@ def main() -> None:
         print(f"{name}: best mean objective {r['objective_mean']:.4f} "
               f"(per map {np.round(r['objectives'], 3).tolist()}) at {r['supervoxels']}, "
               f"t {r['threshold']}, merge small {r['merge_small_nm3']:.3g} nm^3", flush=True)  # fmt: skip
-        key = (r["objective_mean"], ci, top, 0)
-        if best is None or key[0] < best[0] - args.tie:
-            best = key
+        if best is None or r["objective_mean"] < best[0] - args.tie:
+            best = (r["objective_mean"], ci)
     assert best is not None
     chosen = list(results["candidates"])[best[1]]
     results["chosen"] = {"candidate": chosen, **results["candidates"][chosen]["best"]}
