@@ -28,7 +28,6 @@ A member is a shipped model name or a model folder (``runs/NAME``).
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import sys
 import time
@@ -40,18 +39,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from instance_results import (
-    JOINT_MERGE_SMALL_NM3,
-    JOINT_THRESHOLDS,
-    SUPERVOXEL_GRID,
-    cached_deep_map,
-    criterion,
-    merge_small_voxels,
-    scores,
-)
+from instance_results import SUPERVOXEL_GRID, cached_deep_map, criterion, joint_grid
 
 from emseg.data import DATASETS, open_dataset_file
-from emseg.instance import agglomerate_graph, region_adjacency_graph, supervoxels
+from emseg.instance import region_adjacency_graph, supervoxels
 
 TUNE = slice(60, 80)
 
@@ -80,20 +71,13 @@ def perturbed(bnd: np.ndarray, seed: int) -> np.ndarray:
 
 
 def grid_scores(bnd: np.ndarray, truth: np.ndarray, sp: tuple[float, ...]) -> list[dict[str, Any]]:
-    """Tuning-crop scores of every joint-grid setting on one boundary map."""
-    rows = []
+    """Tuning-crop scores (and objective) of every joint-grid setting on one boundary map."""
+    graphs = {}
     for k, sv in enumerate(SUPERVOXEL_GRID):
-        if sv["seeds"] != "distance":
-            continue
-        frag = supervoxels(bnd, spacing=sp, **sv)
-        rag = region_adjacency_graph(frag, bnd)
-        for n_nm3, t in itertools.product(JOINT_MERGE_SMALL_NM3, JOINT_THRESHOLDS):
-            agg = agglomerate_graph(rag, threshold=t, merge_small=merge_small_voxels(n_nm3, sp))
-            seg = agg.lookup(int(frag.max()))[frag[TUNE]]
-            s = scores(truth, seg)
-            rows.append({"k": k, "merge_small_nm3": n_nm3, "threshold": t, **s,
-                         "objective": criterion(s)})  # fmt: skip
-    return rows
+        if sv["seeds"] == "distance":
+            frag = supervoxels(bnd, spacing=sp, **sv)
+            graphs[k] = (frag, region_adjacency_graph(frag, bnd))
+    return [{**row, "objective": criterion(row)} for row in joint_grid(graphs, truth, TUNE, sp)]
 
 
 _STATE: dict[str, Any] = {}

@@ -294,6 +294,28 @@ def merge_small_voxels(size_nm3: float, spacing: tuple[float, ...]) -> int:
     return convert(size_nm3 or None, spacing=spacing, ndim=len(spacing))
 
 
+def joint_grid(
+    graphs: dict[int, Any], truth: np.ndarray, z: slice, spacing: tuple[float, ...]
+) -> list[dict[str, Any]]:
+    """Scores on the crop `z` (`truth` = the truth there) of every joint-grid setting.
+
+    `graphs` maps an index of ``SUPERVOXEL_GRID`` to its ``(fragments, rag)``; every
+    distance-seed setting is tried with each clean-up size ``JOINT_MERGE_SMALL_NM3`` and
+    mean threshold ``JOINT_THRESHOLDS`` (rows: ``k``, ``merge_small_nm3``, ``threshold``, scores).
+    """
+    rows = []
+    for k, n_nm3, t in itertools.product(
+        range(len(SUPERVOXEL_GRID)), JOINT_MERGE_SMALL_NM3, JOINT_THRESHOLDS
+    ):
+        if SUPERVOXEL_GRID[k]["seeds"] != "distance":
+            continue
+        frag, rag = graphs[k]
+        agg = agglomerate_graph(rag, threshold=t, merge_small=merge_small_voxels(n_nm3, spacing))
+        seg = agg.lookup(int(frag.max()))[frag[z]]
+        rows.append({"k": k, "merge_small_nm3": n_nm3, "threshold": t, **scores(truth, seg)})
+    return rows
+
+
 def sweep_mean(fragments: np.ndarray, rag: Any, truth: np.ndarray) -> dict[float, dict]:
     return {t: scores(truth, _relabel(rag, fragments, t)) for t in MEAN_THRESHOLDS}
 
@@ -548,15 +570,7 @@ def run_flyem(args: argparse.Namespace) -> dict[str, Any]:
         log.info("flyem tune merge_small: %.3g nm^3, t=%.2f %s", small_nm3, t_mean,
                  chosen_scores(row))  # fmt: skip
     elif args.merge_small == "joint":
-        for k, n_nm3, t in itertools.product(
-            range(len(SUPERVOXEL_GRID)), JOINT_MERGE_SMALL_NM3, JOINT_THRESHOLDS
-        ):
-            if SUPERVOXEL_GRID[k]["seeds"] != "distance":
-                continue
-            frag_k, rag_k = graphs[k]
-            seg = _relabel(rag_k, frag_k, t, merge_small=merge_small_voxels(n_nm3, sp))
-            small_tuning.append({"k": k, "merge_small_nm3": n_nm3, "threshold": t,
-                                 **crop_scores(seg, tune)})  # fmt: skip
+        small_tuning = joint_grid(graphs, truth[tune], tune, sp)
         row = min(small_tuning,
                   key=lambda r: (criterion(r), r["k"], r["merge_small_nm3"], r["threshold"]))  # fmt: skip
         k_best = int(row["k"])
