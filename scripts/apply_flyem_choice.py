@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from instance_results import scores
+from instance_results import ensemble_map_description, member_record, scores
 from refit_preset import segment_flyem_and_gala
 
 from emseg import __version__
@@ -39,25 +39,17 @@ def preset_meta(base: dict, choice: dict, command: str) -> dict:
     meta = json.loads(json.dumps(base))
     members = [{"model": m, "planes": int(p), "tta": True} for m, p in choice["members"]]
     meta["prediction"] = {"kind": "deep", "class": "boundary", "members": members}
+    pairs = [(m["model"], m["planes"]) for m in members]
     meta["description"] = (
-        "Neurons in isotropic FIB-SEM (~10 nm voxels): mean boundary map of "
-        + " and ".join(f"{m['model']}{' tri-planar' if m['planes'] == 3 else ''}" for m in members)
-        + ", test-time flips, watershed supervoxels, mean agglomeration (trained on FlyEM medulla)"
+        f"Neurons in isotropic FIB-SEM (~10 nm voxels): {ensemble_map_description(pairs, True)}, "
+        "watershed supervoxels, mean agglomeration (trained on FlyEM medulla)"
     )
     inst = meta["instances"]
     inst["supervoxels"] = dict(choice["supervoxels"])
     inst["agglomeration"] = {"edges": "mean", "threshold": float(choice["threshold"]),
                              "edge_classifier": None,
                              "merge_small_nm3": float(choice["merge_small_nm3"])}  # fmt: skip
-    records = []
-    for m in members:
-        model = load_model(m["model"])
-        prov = model.provenance
-        records.append({"model": m["model"], "planes": m["planes"], "tta": True,
-                        "dim": model.dim, "steps": prov.get("steps"),
-                        "train_seconds": prov.get("train_seconds"),
-                        "validation": prov.get("validation", {}),
-                        "orientations": list(model.config.data.orientations)})  # fmt: skip
+    records = [member_record(load_model(n), n, p, True) for n, p in pairs]
     meta["training"] = {
         "command": command, "emseg": __version__,
         "date": datetime.datetime.now(datetime.UTC).replace(microsecond=0).isoformat(),

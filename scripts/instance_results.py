@@ -259,15 +259,28 @@ def cached_deep_map(models: list[Any], image: np.ndarray, args: argparse.Namespa
     return out
 
 
+def member_record(model: Any, name: str, planes: int, tta: bool) -> dict[str, Any]:
+    """One deep member's identity and training, as a preset's ``training.boundary`` records it."""
+    prov = model.provenance
+    return {"model": name, "planes": planes, "tta": tta, "dim": model.dim,
+            "steps": prov.get("steps"), "train_seconds": prov.get("train_seconds"),
+            "validation": prov.get("validation", {}),
+            "orientations": list(model.config.data.orientations)}  # fmt: skip
+
+
+def ensemble_map_description(members: list[tuple[str, int]], tta: bool) -> str:
+    """``mean boundary map of A tri-planar and B, test-time flips`` for a preset's description."""
+    return (
+        "mean boundary map of "
+        + " and ".join(f"{n}{' tri-planar' if p == 3 else ''}" for n, p in members)
+        + (", test-time flips" if tta else "")
+    )
+
+
 def deep_record(models: list[Any], args: argparse.Namespace) -> dict[str, Any]:
     """The deep boundary model(s): identity and training, as recorded in the results JSON."""
-    members = []
-    for model, (name, planes) in zip(models, deep_members(args), strict=True):
-        prov = model.provenance
-        members.append({"model": name, "planes": planes, "tta": args.tta, "dim": model.dim,
-                        "steps": prov.get("steps"), "train_seconds": prov.get("train_seconds"),
-                        "validation": prov.get("validation", {}),
-                        "orientations": list(model.config.data.orientations)})  # fmt: skip
+    members = [member_record(model, name, planes, args.tta)
+               for model, (name, planes) in zip(models, deep_members(args), strict=True)]  # fmt: skip
     if len(members) == 1:
         return {"kind": "deep", **members[0]}
     return {"kind": "deep", "members": members}
@@ -683,11 +696,7 @@ def save_preset(
         else:
             prediction = {"kind": "deep", "class": "boundary",
                           "members": [{"model": n, "planes": p, "tta": args.tta} for n, p in members]}  # fmt: skip
-            what = (
-                "mean boundary map of "
-                + " and ".join(f"{n}{' tri-planar' if p == 3 else ''}" for n, p in members)
-                + flips
-            )
+            what = ensemble_map_description(members, args.tta)
     else:
         model_path = save_model(
             flyem["_model"], PRESET_DIR / "boundary.safetensors", overwrite=True
