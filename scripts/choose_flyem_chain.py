@@ -109,9 +109,8 @@ def main() -> None:
         name, members = parse_candidate(text)
         t0 = time.perf_counter()
         models = [load_model(m) for m, _ in members]
-        ns = argparse.Namespace(cache=args.cache, tta=True, deep_model=[m for m, _ in members],
-                                planes=[pl for _, pl in members])  # fmt: skip
-        bnd = cached_deep_map(models, image, ns)
+        planes = [pl for _, pl in members]
+        bnd = cached_deep_map(models, image, planes, tta=True, cache=args.cache)
         t_map = time.perf_counter() - t0
         print(f"{name}: map in {t_map:.0f} s", flush=True)
         _STATE.update(bnd=bnd, truth=truth, sp=sp)

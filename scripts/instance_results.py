@@ -236,24 +236,23 @@ def deep_boundary_map(
     return (np.rint(np.clip(p, 0, 1) * 255) / 255).astype(np.float32)
 
 
-def cached_deep_map(models: list[Any], image: np.ndarray, args: argparse.Namespace) -> np.ndarray:
-    """:func:`deep_boundary_map`, kept in ``args.cache`` under the weights' digests."""
-    planes = [p for _, p in deep_members(args)]
-    if not args.cache:
-        return deep_boundary_map(models, image, planes, tta=args.tta)
+def cached_deep_map(
+    models: list[Any], image: np.ndarray, planes: list[int], *, tta: bool, cache: str | None
+) -> np.ndarray:
+    """:func:`deep_boundary_map`, kept in the folder `cache` under the weights' digests."""
+    if not cache:
+        return deep_boundary_map(models, image, planes, tta=tta)
     h = hashlib.sha256()
     for model in models:
         for name, t in sorted(model.network.state_dict().items()):
             h.update(name.encode())
             h.update(t.detach().float().numpy().tobytes())
     tag = "".join(str(p) for p in planes)
-    path = (
-        Path(args.cache) / f"flyem_deep_{h.hexdigest()[:16]}_p{tag}{'_tta' if args.tta else ''}.npy"
-    )
+    path = Path(cache) / f"flyem_deep_{h.hexdigest()[:16]}_p{tag}{'_tta' if tta else ''}.npy"
     if path.exists():
         log.info("boundary map from %s", path)
         return np.load(path)
-    out = deep_boundary_map(models, image, planes, tta=args.tta)
+    out = deep_boundary_map(models, image, planes, tta=tta)
     path.parent.mkdir(parents=True, exist_ok=True)
     np.save(path, out)
     return out
@@ -496,7 +495,8 @@ def run_flyem(args: argparse.Namespace) -> dict[str, Any]:
         record = deep_record(model, args)
         t_train = sum(float(m.provenance.get("train_seconds", 0.0)) for m in model)
         t0 = time.perf_counter()
-        bnd = cached_deep_map(model, image, args)
+        bnd = cached_deep_map(model, image, [p for _, p in deep_members(args)], tta=args.tta,
+                              cache=args.cache)  # fmt: skip
     else:
         if args.boundary_model:
             model = load_model(args.boundary_model)
