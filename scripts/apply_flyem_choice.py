@@ -22,14 +22,11 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from instance_results import ensemble_map_description, member_record, scores
-from refit_preset import segment_flyem_and_gala
+from instance_results import ensemble_map_description, member_record
+from refit_preset import score_preset
 
 from emseg import __version__
-from emseg.data import open_dataset_file
 from emseg.presets import load_preset
 from emseg.semantic.deep import load_model
 
@@ -78,19 +75,16 @@ def main() -> None:
         "--out CHOICE; python scripts/apply_flyem_choice.py CHOICE --out DIR"
     )
     meta = preset_meta(base, choice, command)
-    fly, gala = segment_flyem_and_gala(meta)
-    truth = np.asarray(open_dataset_file("flyem_medulla", "groundtruth")[:])
-    gala_truth = np.asarray(open_dataset_file("gala_fibsem", "test_groundtruth")[:])
+    got = score_preset(meta)
     meta["validation"] = {
         "dataset": "flyem_medulla",
         "trained_on": "z 0-59",
         "tuned_on": f"z 60-79 (objective averaged over {result['perturb']} perturbed maps)",
         "scored_on": "z 80-124",
-        "scores": scores(truth[80:125], fly[80:125]),
+        "scores": got["test"],
         "other": {
-            "gala_fibsem test volume (this preset as is: FlyEM-trained, FlyEM-tuned)":
-                scores(gala_truth, gala),
-            "flyem_medulla z 60-79 (tuning crop)": scores(truth[60:80], fly[60:80]),
+            "gala_fibsem test volume (this preset as is: FlyEM-trained, FlyEM-tuned)": got["gala"],
+            "flyem_medulla z 60-79 (tuning crop)": got["tune"],
         },
     }  # fmt: skip
     out = Path(args.out)

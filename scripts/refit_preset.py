@@ -43,15 +43,21 @@ def _run(preset_dir: Path, dataset: str, key: str, out: Path) -> np.ndarray:
     return np.asarray(open_image(result.labels)[:])
 
 
-def segment_flyem_and_gala(meta: dict) -> tuple[np.ndarray, np.ndarray]:
-    """Labels of the whole FlyEM volume and gala's test volume, ``emseg segment`` with preset `meta`."""
+def score_preset(meta: dict) -> dict[str, dict[str, float]]:
+    """Run preset `meta` end to end (``emseg segment``) on FlyEM and gala's test volume; scores.
+
+    Keys: ``test`` (FlyEM z 80-124), ``tune`` (FlyEM z 60-79), ``gala`` (gala's test volume).
+    """
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         (work / "preset").mkdir()
         (work / "preset" / "preset.json").write_text(json.dumps(meta, indent=2) + "\n")
         fly = _run(work / "preset", "flyem_medulla", "image", work / "flyem")
         gala = _run(work / "preset", "gala_fibsem", "test_image", work / "gala")
-    return fly, gala
+    truth = np.asarray(open_dataset_file("flyem_medulla", "groundtruth")[:])
+    gala_truth = np.asarray(open_dataset_file("gala_fibsem", "test_groundtruth")[:])
+    return {"test": scores(truth[80:125], fly[80:125]), "tune": scores(truth[60:80], fly[60:80]),
+            "gala": scores(gala_truth, gala)}  # fmt: skip
 
 
 def main() -> None:
@@ -70,18 +76,15 @@ def main() -> None:
         parser.error(f"preset {preset.name!r} has no single member {args.old!r}: {members}")
     hit[0]["model"] = args.new
     meta["description"] = meta["description"].replace(args.old + " ", args.new + " ")
-    fly, gala = segment_flyem_and_gala(meta)
-    truth = np.asarray(open_dataset_file("flyem_medulla", "groundtruth")[:])
-    gala_truth = np.asarray(open_dataset_file("gala_fibsem", "test_groundtruth")[:])
+    got = score_preset(meta)
     val = meta["validation"]
     val["trained_on"] = f"{val['trained_on']}; {args.new} refit on training + validation data"
     val["tuned_on"] = f"{val['tuned_on']}, with {args.old}"
-    val["scores"] = scores(truth[80:125], fly[80:125])
+    val["scores"] = got["test"]
     val["other"] = {
-        "gala_fibsem test volume (this preset as is: FlyEM-trained, FlyEM-tuned)":
-            scores(gala_truth, gala),
+        "gala_fibsem test volume (this preset as is: FlyEM-trained, FlyEM-tuned)": got["gala"],
         "flyem_medulla z 60-79 (tuning crop of the settings; training data of the refit)":
-            scores(truth[60:80], fly[60:80]),
+            got["tune"],
     }  # fmt: skip
     train = meta["training"]
     train["command"] = (f"{train['command']}; then python scripts/refit_preset.py "
