@@ -1,4 +1,5 @@
-"""The helpers of scripts/choose_flyem_chain.py and scripts/apply_flyem_choice.py."""
+"""The helpers of the result scripts (choose_flyem_chain, apply_flyem_choice, instance_results,
+tune_presets), on hand-made inputs with known answers."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ sys.path.insert(0, str(SCRIPTS))
 
 import apply_flyem_choice  # noqa: E402
 import choose_flyem_chain  # noqa: E402
+import instance_results  # noqa: E402
+import tune_presets  # noqa: E402
 
 from emseg.presets import load_preset  # noqa: E402
 
@@ -65,3 +68,77 @@ def test_preset_meta_writes_a_loadable_preset_with_the_choice(tmp_path):
     dims = [r["dim"] for r in meta["training"]["boundary"]["members"]]
     assert dims == [2, 3]
     assert "boundaries-fibsem-3d" in meta["description"]
+
+
+def test_boundary_targets_mark_both_sides_of_every_contact():
+    truth = np.array([[1, 1, 2, 2, 0, 3]])
+    # contacts 1|2 and 2|0 and 0|3: both voxels of each are boundary (2); 0 is unlabelled
+    np.testing.assert_array_equal(instance_results.boundary_targets(truth), [[1, 2, 2, 2, 0, 2]])
+    np.testing.assert_array_equal(
+        instance_results.boundary_targets(truth, zero_is_boundary=True), [[1, 2, 2, 2, 2, 2]]
+    )
+
+
+def test_criterion_weights_both_goals_alike():
+    s = {"adapted_rand_error_cremi": 0.05, "voi_split": 0.3, "voi_merge": 0.2}
+    assert instance_results.criterion(s) == pytest.approx(0.5 + 0.5)
+
+
+def test_joint_grid_rows_match_hand_computed_merges():
+    """Three slabs: a weak face (0.33) inside truth object 1, a strong one (0.9) between objects.
+
+    Below 0.33 the weak face stays and object 1 is split in halves (VOI split 0.5 bit) unless the
+    clean-up size exceeds a slab (16 voxels of 40^3 nm: 1.5e6 nm^3 = 24 voxels, 1e6 = 16 does not).
+    """
+    truth = np.ones((2, 4, 8), np.uint32)
+    truth[..., 4:] = 2
+    frag = np.ones_like(truth)
+    frag[..., 2:4] = 2
+    frag[..., 4:] = 3
+    bnd = np.full(truth.shape, 0.1, np.float32)
+    bnd[..., 1:3] = 0.33
+    bnd[..., 3:5] = 0.9
+    rag = instance_results.region_adjacency_graph(frag, bnd)
+    distance = [k for k, sv in enumerate(instance_results.SUPERVOXEL_GRID)
+                if sv["seeds"] == "distance"]  # fmt: skip
+    rows = instance_results.joint_grid(
+        {k: (frag, rag) for k in distance}, truth, slice(0, 2), (40.0, 40.0, 40.0)
+    )
+    assert len(rows) == len(distance) * len(instance_results.JOINT_MERGE_SMALL_NM3) * len(
+        instance_results.JOINT_THRESHOLDS
+    )
+    for r in rows:
+        split = r["threshold"] < 0.33 and r["merge_small_nm3"] < 1.5e6
+        assert r["voi_split"] == pytest.approx(0.5 if split else 0.0, abs=1e-4), r
+        assert r["voi_merge"] == pytest.approx(0.0, abs=1e-4), r
+        assert (r["adapted_rand_error_cremi"] > 0.1) == split, r
+
+
+def test_tune_presets_candidates_and_size_filter():
+    grid = tune_presets.candidates()
+    n_t, n_m, n_d = (len(tune_presets.THRESHOLDS), len(tune_presets.MIN_SIZES_NM3),
+                     len(tune_presets.SEED_DISTANCES_NM))  # fmt: skip
+    assert len(grid) == n_t * n_m + n_t * n_d * n_m
+    assert {g["method"] for g in grid} == {"components", "watershed"}
+    labels = np.array([[0, 1, 1, 1, 2, 3, 3]], np.uint32)  # sizes 3, 1, 2 voxels of 10 x 10 nm
+    out = tune_presets._remove_small(labels, 200.0, (10.0, 10.0))
+    np.testing.assert_array_equal(out, [[0, 1, 1, 1, 0, 2, 2]])
+    assert tune_presets._remove_small(labels, 0.0, (10.0, 10.0)) is labels
+
+
+def test_tune_presets_picks_the_setting_that_finds_both_objects():
+    z, y, x = np.mgrid[:12, :16, :28]
+    truth = np.zeros((12, 16, 28), np.uint32)
+    truth[(z - 6) ** 2 + (y - 8) ** 2 + (x - 7) ** 2 <= 25] = 1
+    truth[(z - 6) ** 2 + (y - 8) ** 2 + (x - 20) ** 2 <= 25] = 2
+    prob = np.where(truth > 0, 0.8, 0.1).astype(np.float32)
+    assert tune_presets.truth_instances(truth > 0, (10.0, 10.0, 10.0)).max() == 2
+    grid = tune_presets.candidates(thresholds=(0.5, 0.9), min_sizes=(0.0,), seed_distances=(100.0,))
+    best, rows = tune_presets.tune(prob, truth, (10.0, 10.0, 10.0), grid)
+    assert best["pq"] == pytest.approx(1.0)
+    assert best["instances"][best["instances"]["method"]]["threshold"] == 0.5
+    # threshold 0.9 finds nothing: AP 0 (or refused), never chosen
+    for r in rows:
+        inst = r["instances"]
+        if inst[inst["method"]]["threshold"] == 0.9:
+            assert "error" in r or r["pq"] == 0.0
