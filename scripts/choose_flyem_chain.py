@@ -70,22 +70,57 @@ def perturbed(bnd: np.ndarray, seed: int) -> np.ndarray:
     return (np.rint(np.clip(bnd + step, 0.0, 1.0) * 255) / 255).astype(np.float32)
 
 
-def grid_scores(bnd: np.ndarray, truth: np.ndarray, sp: tuple[float, ...]) -> list[dict[str, Any]]:
-    """Tuning-crop scores (and objective) of every joint-grid setting on one boundary map."""
+def grid_scores(
+    bnd: np.ndarray, truth: np.ndarray, sp: tuple[float, ...], z: slice = TUNE
+) -> list[dict[str, Any]]:
+    """Scores (and objective) on the crop `z` (`truth` = the truth there) of every joint-grid
+    setting on one boundary map."""
     graphs = {}
     for k, sv in enumerate(SUPERVOXEL_GRID):
         if sv["seeds"] == "distance":
             frag = supervoxels(bnd, spacing=sp, **sv)
             graphs[k] = (frag, region_adjacency_graph(frag, bnd))
-    return [{**row, "objective": criterion(row)} for row in joint_grid(graphs, truth, TUNE, sp)]
+    return [{**row, "objective": criterion(row)} for row in joint_grid(graphs, truth, z, sp)]
 
 
 _STATE: dict[str, Any] = {}
 
 
+def _set_state(bnd: np.ndarray, truth: np.ndarray, sp: tuple[float, ...], z: slice) -> None:
+    """The map, truth, spacing and crop of one candidate (each worker process's initializer)."""
+    _STATE.update(bnd=bnd, truth=truth, sp=sp, z=z)
+
+
 def _grid_of_copy(seed: int) -> list[dict[str, Any]]:
-    """Worker: the grid on copy `seed` of the map in ``_STATE`` (inherited by fork)."""
-    return grid_scores(perturbed(_STATE["bnd"], seed), _STATE["truth"], _STATE["sp"])
+    """The grid on copy `seed` of the map in ``_STATE``."""
+    return grid_scores(perturbed(_STATE["bnd"], seed), _STATE["truth"], _STATE["sp"], _STATE["z"])
+
+
+def grids_of_copies(
+    bnd: np.ndarray,
+    truth: np.ndarray,
+    sp: tuple[float, ...],
+    copies: int,
+    *,
+    z: slice = TUNE,
+    jobs: int = 1,
+    mp_context: Any = None,
+) -> list[list[dict[str, Any]]]:
+    """:func:`grid_scores` of the map and its copies ``1 .. copies - 1`` on the crop `z`.
+
+    With `jobs` > 1 they run in that many processes; each gets the map once, through its initializer, so any start method works
+    (`mp_context`, e.g. ``multiprocessing.get_context("spawn")``; default: the platform's).
+    """
+    if jobs <= 1:
+        _set_state(bnd, truth, sp, z)
+        return [_grid_of_copy(s) for s in range(copies)]
+    with ProcessPoolExecutor(
+        max_workers=jobs,
+        mp_context=mp_context,
+        initializer=_set_state,
+        initargs=(bnd, truth, sp, z),
+    ) as pool:
+        return list(pool.map(_grid_of_copy, range(copies)))
 
 
 def main() -> None:
@@ -113,15 +148,7 @@ def main() -> None:
         bnd = cached_deep_map(models, image, planes, tta=True, cache=args.cache)
         t_map = time.perf_counter() - t0
         print(f"{name}: map in {t_map:.0f} s", flush=True)
-        _STATE.update(bnd=bnd, truth=truth, sp=sp)
-        if args.jobs > 1:
-            import multiprocessing
-
-            ctx = multiprocessing.get_context("fork")
-            with ProcessPoolExecutor(max_workers=args.jobs, mp_context=ctx) as pool:
-                per_map = list(pool.map(_grid_of_copy, range(args.perturb)))
-        else:
-            per_map = [_grid_of_copy(s) for s in range(args.perturb)]
+        per_map = grids_of_copies(bnd, truth, sp, args.perturb, jobs=args.jobs)
         rows = []
         for i, row in enumerate(per_map[0]):
             objs = [pm[i]["objective"] for pm in per_map]

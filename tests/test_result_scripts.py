@@ -142,3 +142,26 @@ def test_tune_presets_picks_the_setting_that_finds_both_objects():
         inst = r["instances"]
         if inst[inst["method"]]["threshold"] == 0.9:
             assert "error" in r or r["pq"] == 0.0
+
+
+def test_chooser_grids_are_the_same_in_spawned_workers():
+    """The map reaches spawned workers through the pool initializer (not only by fork)."""
+    x = np.mgrid[:8, :12, :24][2]
+    truth = np.where(x < 12, 1, 2).astype(np.uint32)
+    bnd = np.clip(np.abs(x - 11.5) < 1, 0, 1) * 0.8 + 0.1  # a membrane between the halves
+    bnd = (np.rint(bnd * 255) / 255).astype(np.float32)
+    sp = (10.0, 10.0, 10.0)
+    here = choose_flyem_chain.grids_of_copies(bnd, truth[2:6], sp, 2, z=slice(2, 6))
+    import multiprocessing
+
+    spawned = choose_flyem_chain.grids_of_copies(
+        bnd,
+        truth[2:6],
+        sp,
+        2,
+        z=slice(2, 6),
+        jobs=2,
+        mp_context=multiprocessing.get_context("spawn"),
+    )
+    assert spawned == here
+    assert min(r["objective"] for r in here[0]) == pytest.approx(0.0, abs=1e-6)
