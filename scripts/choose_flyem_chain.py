@@ -108,8 +108,9 @@ def grids_of_copies(
 ) -> list[list[dict[str, Any]]]:
     """:func:`grid_scores` of the map and its copies ``1 .. copies - 1`` on the crop `z`.
 
-    With `jobs` > 1 they run in that many processes; each gets the map once, through its initializer, so any start method works
-    (`mp_context`, e.g. ``multiprocessing.get_context("spawn")``; default: the platform's).
+    With `jobs` > 1 they run in that many processes; each gets the map once, through its
+    initializer, so any start method works (`mp_context`, e.g.
+    ``multiprocessing.get_context("spawn")``; default: the platform's).
     """
     if jobs <= 1:
         _set_state(bnd, truth, sp, z)
