@@ -113,8 +113,7 @@ def grids_of_copies(
     ``multiprocessing.get_context("spawn")``; default: the platform's).
     """
     if jobs <= 1:
-        _set_state(bnd, truth, sp, z)
-        return [_grid_of_copy(s) for s in range(copies)]
+        return [grid_scores(perturbed(bnd, s), truth, sp, z) for s in range(copies)]
     with ProcessPoolExecutor(
         max_workers=jobs,
         mp_context=mp_context,

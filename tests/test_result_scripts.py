@@ -18,6 +18,7 @@ import choose_flyem_chain  # noqa: E402
 import instance_results  # noqa: E402
 import tune_presets  # noqa: E402
 
+from emseg.instance import region_adjacency_graph  # noqa: E402
 from emseg.presets import load_preset  # noqa: E402
 
 
@@ -98,7 +99,7 @@ def test_joint_grid_rows_match_hand_computed_merges():
     bnd = np.full(truth.shape, 0.1, np.float32)
     bnd[..., 1:3] = 0.33
     bnd[..., 3:5] = 0.9
-    rag = instance_results.region_adjacency_graph(frag, bnd)
+    rag = region_adjacency_graph(frag, bnd)
     distance = [k for k, sv in enumerate(instance_results.SUPERVOXEL_GRID)
                 if sv["seeds"] == "distance"]  # fmt: skip
     rows = instance_results.joint_grid(
@@ -148,7 +149,7 @@ def test_chooser_grids_are_the_same_in_spawned_workers():
     """The map reaches spawned workers through the pool initializer (not only by fork)."""
     x = np.mgrid[:8, :12, :24][2]
     truth = np.where(x < 12, 1, 2).astype(np.uint32)
-    bnd = np.clip(np.abs(x - 11.5) < 1, 0, 1) * 0.8 + 0.1  # a membrane between the halves
+    bnd = (np.abs(x - 11.5) < 1) * 0.8 + 0.1  # a membrane between the halves
     bnd = (np.rint(bnd * 255) / 255).astype(np.float32)
     sp = (10.0, 10.0, 10.0)
     here = choose_flyem_chain.grids_of_copies(bnd, truth[2:6], sp, 2, z=slice(2, 6))
