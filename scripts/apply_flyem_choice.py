@@ -1,8 +1,8 @@
 """Write the neurons-fibsem preset for a chain chosen by ``choose_flyem_chain.py`` and score it.
 
-The chosen candidate's members (shipped model names, each with test-time flips) and its
-settings (distance-seed supervoxels, mean agglomeration threshold, clean-up size) replace those
-of the base preset; the new chain is run end to end with ``emseg segment`` on the whole FlyEM
+The chosen candidate's members (shipped model names, each with its test-time augmentation and
+weight) and its settings (distance-seed supervoxels, mean agglomeration threshold, clean-up
+size) replace those of the base preset; the new chain is run end to end with ``emseg segment`` on the whole FlyEM
 volume and on gala's test volume, and the preset is written with its scores: FlyEM z 80-124
 (held out), gala's test volume, and the tuning crop z 60-79 for reference. Nothing is tuned
 here; run it once, after the choice (it is the look at the test split).
@@ -21,6 +21,7 @@ import datetime
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from instance_results import ensemble_map_description, member_record
@@ -31,14 +32,25 @@ from emseg.presets import load_preset
 from emseg.semantic.deep import load_model
 
 
+def preset_member(member: Any) -> dict[str, Any]:
+    """A chooser member (``[model, planes]`` before session 8, else a dict with tta and weight)
+    as a preset's ``prediction.members`` entry (``weight`` only where it is not 1)."""
+    if not isinstance(member, dict):
+        model, planes = member
+        member = {"model": model, "planes": planes, "tta": True, "weight": 1.0}
+    out = {"model": member["model"], "planes": int(member["planes"]), "tta": member["tta"]}
+    if float(member.get("weight", 1.0)) != 1:
+        out["weight"] = float(member["weight"])
+    return out
+
+
 def preset_meta(base: dict, choice: dict, command: str) -> dict:
     """The base preset's JSON with the chosen members and settings (scores still to come)."""
     meta = json.loads(json.dumps(base))
-    members = [{"model": m, "planes": int(p), "tta": True} for m, p in choice["members"]]
+    members = [preset_member(m) for m in choice["members"]]
     meta["prediction"] = {"kind": "deep", "class": "boundary", "members": members}
-    pairs = [(m["model"], m["planes"]) for m in members]
     meta["description"] = (
-        f"Neurons in isotropic FIB-SEM (~10 nm voxels): {ensemble_map_description(pairs, True)}, "
+        f"Neurons in isotropic FIB-SEM (~10 nm voxels): {ensemble_map_description(members, None)}, "
         "watershed supervoxels, mean agglomeration (trained on FlyEM medulla)"
     )
     inst = meta["instances"]
@@ -46,13 +58,22 @@ def preset_meta(base: dict, choice: dict, command: str) -> dict:
     inst["agglomeration"] = {"edges": "mean", "threshold": float(choice["threshold"]),
                              "edge_classifier": None,
                              "merge_small_nm3": float(choice["merge_small_nm3"])}  # fmt: skip
-    records = [member_record(load_model(n), n, p, True) for n, p in pairs]
+    records = [member_record(load_model(m["model"]), m["model"], m["planes"], m["tta"],
+                             m.get("weight", 1.0)) for m in members]  # fmt: skip
     meta["training"] = {
         "command": command, "emseg": __version__,
         "date": datetime.datetime.now(datetime.UTC).replace(microsecond=0).isoformat(),
         "boundary": {"kind": "deep", "members": records},
     }  # fmt: skip
     return meta
+
+
+def member_flag(member: Any) -> str:
+    """``MODEL:PLANES[:ft][@W]``, the chooser's syntax for one member."""
+    m = preset_member(member)
+    ft = ":ft" if m["tta"] == "flips+transpose" else ""
+    w = f"@{m['weight']:g}" if "weight" in m else ""
+    return f"{m['model']}:{m['planes']}{ft}{w}"
 
 
 def main() -> None:
@@ -67,7 +88,7 @@ def main() -> None:
     choice = {**result["chosen"], "members": result["candidates"][name]["members"]}
     base = json.loads((Path(load_preset(args.base).path) / "preset.json").read_text())
     flags = " ".join(
-        f"--candidate {c}={'+'.join(f'{m}:{p}' for m, p in v['members'])}"
+        f"--candidate {c}={'+'.join(member_flag(m) for m in v['members'])}"
         for c, v in result["candidates"].items()
     )
     command = (

@@ -8,7 +8,9 @@ each boundary map: the map itself and K - 1 copies with independent per-voxel ch
 -1, 0 or +1 / 255 (seeds 1 .. K - 1), each segmented with the same settings.
 
 Every candidate is a mean of deep boundary members (``NAME=MODEL:PLANES[+MODEL:PLANES...]``,
-each with test-time flips, as a preset's ``prediction.members`` predicts them). For each map the
+each with test-time flips, as a preset's ``prediction.members`` predicts them); a member
+``MODEL:PLANES:ft`` adds the y <-> x transpose to its flips, and ``MODEL:PLANES@W`` gives it
+weight W in a weighted mean (session 8). For each map the
 joint grid of ``scripts/instance_results.py --merge-small joint`` is run: distance-seed
 supervoxels (``SUPERVOXEL_GRID``), mean agglomeration thresholds ``JOINT_THRESHOLDS`` and
 clean-up sizes ``JOINT_MERGE_SMALL_NM3``. The chosen chain is the (candidate, setting) with the
@@ -47,17 +49,32 @@ from emseg.instance import region_adjacency_graph, supervoxels
 TUNE = slice(60, 80)
 
 
-def parse_candidate(text: str) -> tuple[str, list[tuple[str, int]]]:
-    """``NAME=MODEL:PLANES+MODEL:PLANES`` -> ``(NAME, [(MODEL, PLANES), ...])``."""
+def parse_candidate(text: str) -> tuple[str, list[dict[str, Any]]]:
+    """``NAME=MEMBER[+MEMBER...]`` -> ``(NAME, [{"model", "planes", "tta", "weight"}, ...])``.
+
+    A member is ``MODEL:PLANES[:ft][@WEIGHT]``: planes 1 or 3; ``:ft`` for test-time flips and
+    the y <-> x transpose (``tta: "flips+transpose"``; default: flips, ``tta: true``); a weight
+    in the ensemble's mean (default 1).
+    """
     name, sep, rest = text.partition("=")
     if not sep or not name or not rest:
-        raise SystemExit(f"--candidate {text!r}: expected NAME=MODEL:PLANES[+MODEL:PLANES...]")
+        raise SystemExit(f"--candidate {text!r}: expected NAME=MODEL:PLANES[:ft][@W][+...]")
     members = []
     for part in rest.split("+"):
-        model, sep, planes = part.rpartition(":")
-        if not sep or planes not in ("1", "3"):
+        spec, at, weight = part.partition("@")
+        tta: Any = True
+        if spec.endswith(":ft"):
+            spec, tta = spec[:-3], "flips+transpose"
+        model, sep, planes = spec.rpartition(":")
+        if not sep or not model or planes not in ("1", "3"):
             raise SystemExit(f"--candidate {text!r}: member {part!r} needs :1 or :3 (planes)")
-        members.append((model, int(planes)))
+        try:
+            w = float(weight) if at else 1.0
+        except ValueError:
+            w = float("nan")
+        if not (w > 0 and np.isfinite(w)):
+            raise SystemExit(f"--candidate {text!r}: member {part!r}: @WEIGHT must be > 0")
+        members.append({"model": model, "planes": int(planes), "tta": tta, "weight": w})
     return name, members
 
 
@@ -126,7 +143,7 @@ def grids_of_copies(
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--candidate", action="append", required=True,
-                   help="NAME=MODEL:PLANES[+MODEL:PLANES...]; simplest first (ties go to it)")  # fmt: skip
+                   help="NAME=MODEL:PLANES[:ft][@W][+...]; simplest first (ties go to it)")  # fmt: skip
     p.add_argument("--perturb", type=int, default=4, help="maps per candidate (1 = no copies)")
     p.add_argument("--tie", type=float, default=0.01)
     p.add_argument("--jobs", type=int, default=1, help="processes for the map copies")
@@ -143,9 +160,10 @@ def main() -> None:
     for ci, text in enumerate(args.candidate):
         name, members = parse_candidate(text)
         t0 = time.perf_counter()
-        models = [load_model(m) for m, _ in members]
-        planes = [pl for _, pl in members]
-        bnd = cached_deep_map(models, image, planes, tta=True, cache=args.cache)
+        models = [load_model(m["model"]) for m in members]
+        bnd = cached_deep_map(models, image, [m["planes"] for m in members], tta=True,
+                              ttas=[m["tta"] for m in members],
+                              weights=[m["weight"] for m in members], cache=args.cache)  # fmt: skip
         t_map = time.perf_counter() - t0
         print(f"{name}: map in {t_map:.0f} s", flush=True)
         per_map = grids_of_copies(bnd, truth, sp, args.perturb, jobs=args.jobs)

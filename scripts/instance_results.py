@@ -236,44 +236,132 @@ def deep_boundary_map(
     return (np.rint(np.clip(p, 0, 1) * 255) / 255).astype(np.float32)
 
 
-def cached_deep_map(
-    models: list[Any], image: np.ndarray, planes: list[int], *, tta: bool, cache: str | None
-) -> np.ndarray:
-    """:func:`deep_boundary_map`, kept in the folder `cache` under the weights' digests."""
-    if not cache:
-        return deep_boundary_map(models, image, planes, tta=tta)
+def _weights_digest(models: list[Any]) -> str:
     h = hashlib.sha256()
     for model in models:
         for name, t in sorted(model.network.state_dict().items()):
             h.update(name.encode())
             h.update(t.detach().float().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def cached_deep_map(
+    models: list[Any],
+    image: np.ndarray,
+    planes: list[int],
+    *,
+    tta: Any,
+    cache: str | None,
+    ttas: list[Any] | None = None,
+    weights: list[float] | None = None,
+) -> np.ndarray:
+    """:func:`deep_boundary_map`, kept in the folder `cache` under the weights' digests.
+
+    `ttas` / `weights` (one per model; default: `tta` each, weight 1) give an ensemble whose
+    members differ in test-time augmentation or weight; its map is then built from each
+    member's float32 boundary probability (also cached) as
+    :func:`emseg.semantic.deep.predict_members` averages them, and quantised once.
+    """
+    ttas = [tta] * len(models) if ttas is None else list(ttas)
+    weights = [1.0] * len(models) if weights is None else [float(w) for w in weights]
+    plain = len(set(map(str, ttas))) == 1 and ttas[0] in (True, False) and set(weights) == {1.0}
+    if plain and not cache:
+        return deep_boundary_map(models, image, planes, tta=ttas[0])
     tag = "".join(str(p) for p in planes)
-    path = Path(cache) / f"flyem_deep_{h.hexdigest()[:16]}_p{tag}{'_tta' if tta else ''}.npy"
-    if path.exists():
+    if plain:
+        name = f"flyem_deep_{_weights_digest(models)}_p{tag}{'_tta' if ttas[0] else ''}.npy"
+    else:
+        how = "_".join(f"{_tta_tag(t)}{w:g}" for t, w in zip(ttas, weights, strict=True))
+        name = f"flyem_deep_{_weights_digest(models)}_p{tag}_{how}.npy"
+    path = Path(cache) / name if cache else None
+    if path is not None and path.exists():
         log.info("boundary map from %s", path)
         return np.load(path)
-    out = deep_boundary_map(models, image, planes, tta=tta)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.save(path, out)
+    if plain:
+        out = deep_boundary_map(models, image, planes, tta=ttas[0])
+    else:
+        from emseg.semantic.deep._ensemble import weighted_add, weighted_mean
+
+        acc = None
+        for model, pl, t, w in zip(models, planes, ttas, weights, strict=True):
+            acc = weighted_add(acc, cached_member_map(model, image, pl, t, cache), w)
+        assert acc is not None
+        p = weighted_mean(acc, weights)
+        out = (np.rint(np.clip(p, 0, 1) * 255) / 255).astype(np.float32)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.save(path, out)
     return out
 
 
-def member_record(model: Any, name: str, planes: int, tta: bool) -> dict[str, Any]:
+def _tta_tag(tta: Any) -> str:
+    return {"flips+transpose": "ft", "flips": "f", "True": "f", "False": "n"}[str(tta)]
+
+
+def cached_member_map(
+    model: Any, image: np.ndarray, planes: int, tta: Any, cache: str | None
+) -> np.ndarray:
+    """One model's float32 boundary probability (``predict_image``), kept in `cache`."""
+    from emseg.semantic.deep import predict_image
+
+    path = None
+    if cache:
+        path = (
+            Path(cache) / f"flyem_member_{_weights_digest([model])}_p{planes}_{_tta_tag(tta)}.npy"
+        )
+        if path.exists():
+            log.info("member map from %s", path)
+            return np.load(path)
+    t0 = time.perf_counter()
+    p = predict_image(model, image, planes=planes, tta=tta)
+    out = np.ascontiguousarray(p[model.output_names.index("boundary")])
+    log.info("member map in %.0f s", time.perf_counter() - t0)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.save(path, out)
+    return out
+
+
+def member_record(
+    model: Any, name: str, planes: int, tta: Any, weight: float = 1.0
+) -> dict[str, Any]:
     """One deep member's identity and training, as a preset's ``training.boundary`` records it."""
     prov = model.provenance
-    return {"model": name, "planes": planes, "tta": tta, "dim": model.dim,
+    out = {"model": name, "planes": planes, "tta": tta}
+    if weight != 1:
+        out["weight"] = float(weight)
+    return {**out, "dim": model.dim,
             "steps": prov.get("steps"), "train_seconds": prov.get("train_seconds"),
             "validation": prov.get("validation", {}),
             "orientations": list(model.config.data.orientations)}  # fmt: skip
 
 
-def ensemble_map_description(members: list[tuple[str, int]], tta: bool) -> str:
-    """``mean boundary map of A tri-planar and B, test-time flips`` for a preset's description."""
-    return (
-        "mean boundary map of "
-        + " and ".join(f"{n}{' tri-planar' if p == 3 else ''}" for n, p in members)
-        + (", test-time flips" if tta else "")
-    )
+def ensemble_map_description(
+    members: list[tuple[str, int]] | list[dict[str, Any]], tta: Any
+) -> str:
+    """``mean boundary map of A tri-planar and B, test-time flips`` for a preset's description.
+
+    `members`: ``(model, planes)`` pairs (all with `tta`), or ``{"model", "planes", "tta",
+    "weight"}`` entries (each with its own tta; `tta` is then ignored). Members whose flips
+    come with the y <-> x transpose while others' do not are marked ``(+ y/x transpose)``; a
+    weight other than 1 makes it a weighted mean, each member marked ``(weight W)``.
+    """
+    entries = [m if isinstance(m, dict) else {"model": m[0], "planes": m[1], "tta": tta}
+               for m in members]  # fmt: skip
+    modes = [str(m["tta"]) for m in entries]
+    weighted = any(float(m.get("weight", 1.0)) != 1 for m in entries)
+    names = []
+    for m, mode in zip(entries, modes, strict=True):
+        marks = [f"weight {float(m.get('weight', 1.0)):g}"] if weighted else []
+        if mode == "flips+transpose" and len(set(modes)) > 1:
+            marks.append("+ y/x transpose")
+        names.append(f"{m['model']}{' tri-planar' if m['planes'] == 3 else ''}"
+                     + (f" ({', '.join(marks)})" if marks else ""))  # fmt: skip
+    if set(modes) == {"flips+transpose"}:
+        how = ", test-time flips and y/x transpose"
+    else:
+        how = ", test-time flips" if any(m["tta"] for m in entries) else ""
+    return ("weighted " if weighted else "") + "mean boundary map of " + " and ".join(names) + how
 
 
 def deep_record(models: list[Any], args: argparse.Namespace) -> dict[str, Any]:

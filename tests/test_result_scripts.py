@@ -41,17 +41,88 @@ def test_perturbed_changes_each_voxel_by_at_most_one_level():
 def test_parse_candidate():
     assert choose_flyem_chain.parse_candidate("B=boundaries-fibsem:3+runs/x-3d:1") == (
         "B",
-        [("boundaries-fibsem", 3), ("runs/x-3d", 1)],
+        [
+            {"model": "boundaries-fibsem", "planes": 3, "tta": True, "weight": 1.0},
+            {"model": "runs/x-3d", "planes": 1, "tta": True, "weight": 1.0},
+        ],
     )
-    for bad in ("B", "B=", "=m:1", "B=model", "B=model:2"):
+    assert choose_flyem_chain.parse_candidate("F=a:3:ft@2+b:1@0.5+c:1:ft")[1] == [
+        {"model": "a", "planes": 3, "tta": "flips+transpose", "weight": 2.0},
+        {"model": "b", "planes": 1, "tta": True, "weight": 0.5},
+        {"model": "c", "planes": 1, "tta": "flips+transpose", "weight": 1.0},
+    ]
+    bad = ("B", "B=", "=m:1", "B=model", "B=model:2", "B=m:1@0", "B=m:1@x", "B=m:1@-1", "B=:1",
+           "B=m:ft", "B=m:1:fx")  # fmt: skip
+    for text in bad:
         with pytest.raises(SystemExit):
-            choose_flyem_chain.parse_candidate(bad)
+            choose_flyem_chain.parse_candidate(text)
+
+
+def test_member_flags_round_trip_through_the_chooser_syntax():
+    _, members = choose_flyem_chain.parse_candidate("F=a:3:ft@2+b:1+c:1:ft@0.25")
+    flags = [apply_flyem_choice.member_flag(m) for m in members]
+    assert flags == ["a:3:ft@2", "b:1", "c:1:ft@0.25"]
+    assert choose_flyem_chain.parse_candidate("F=" + "+".join(flags))[1] == members
+    # a session-6/7 choice file lists [model, planes] pairs: flips, weight 1
+    assert apply_flyem_choice.member_flag(["m", 3]) == "m:3"
+    assert apply_flyem_choice.preset_member(["m", 3]) == {"model": "m", "planes": 3, "tta": True}
+
+
+def test_ensemble_description_names_weights_and_transpose():
+    describe = instance_results.ensemble_map_description
+    assert describe([("a", 3), ("b", 1)], True) == (
+        "mean boundary map of a tri-planar and b, test-time flips"
+    )
+    members = [{"model": "a", "planes": 3, "tta": "flips+transpose", "weight": 2.0},
+               {"model": "b", "planes": 1, "tta": "flips+transpose"}]  # fmt: skip
+    assert describe(members, None) == (
+        "weighted mean boundary map of a tri-planar (weight 2) and b (weight 1), "
+        "test-time flips and y/x transpose"
+    )
+    mixed = [{"model": "a", "planes": 3, "tta": True}, members[1]]
+    assert describe(mixed, None) == (
+        "mean boundary map of a tri-planar and b (+ y/x transpose), test-time flips"
+    )
+
+
+def test_weighted_cached_map_is_the_presets_weighted_mean(tmp_path, rng):
+    from emseg.semantic.deep import Member, predict_members
+
+    from .deep._helpers import eval_model
+    from .deep.conftest import _tiny_config
+
+    iso = (10.0, 10.0, 10.0)
+    cls = ["background", "boundary"]
+    m2 = eval_model(_tiny_config, spacing=iso, data__patch_shape=[1, 16, 16], data__class_names=cls)
+    m3 = eval_model(_tiny_config, seed=1, spacing=iso, network={"dim": 3, "channels": [4, 8]},
+                    data__patch_shape=[8, 16, 16], data__class_names=cls)  # fmt: skip
+    image = rng.integers(0, 255, size=(8, 24, 24), dtype=np.uint8)
+    kw = {"tta": True, "ttas": ["flips+transpose", True], "weights": [2.0, 1.0]}
+    got = instance_results.cached_deep_map([m2, m3], image, [3, 1], cache=str(tmp_path), **kw)
+    ref = predict_members([Member(m2, planes=3, tta="flips+transpose", weight=2.0),
+                           Member(m3, tta=True)], image)[1]  # fmt: skip
+    np.testing.assert_array_equal(got, (np.rint(np.clip(ref, 0, 1) * 255) / 255).astype(np.float32))
+    names = sorted(f.name for f in tmp_path.iterdir())
+    assert len(names) == 3  # two member maps and the candidate's map
+    assert sum(n.startswith("flyem_member_") for n in names) == 2
+    assert any(n.endswith("_ft2_f1.npy") for n in names)
+    # read back from the cache: the same map
+    again = instance_results.cached_deep_map([m2, m3], image, [3, 1], cache=str(tmp_path), **kw)
+    np.testing.assert_array_equal(again, got)
+    # all weights 1 and flips: the name and the map of the plain mean (sessions 6-7 caches)
+    plain = instance_results.cached_deep_map([m2, m3], image, [3, 1], tta=True, cache=None)
+    ref = predict_members([Member(m2, planes=3, tta=True), Member(m3, tta=True)], image)[1]
+    np.testing.assert_array_equal(
+        plain, (np.rint(np.clip(ref, 0, 1) * 255) / 255).astype(np.float32)
+    )
 
 
 def test_preset_meta_writes_a_loadable_preset_with_the_choice(tmp_path):
     base = json.loads((Path(load_preset("neurons-fibsem").path) / "preset.json").read_text())
     sv = {"seeds": "distance", "threshold": 0.5, "sigma_nm": 0.0, "min_seed_distance_nm": 60.0}
-    choice = {"members": [["boundaries-fibsem", 3], ["boundaries-fibsem-3d", 1]],
+    choice = {"members": [["boundaries-fibsem", 3],
+                          {"model": "boundaries-fibsem-3d", "planes": 1, "tta": "flips+transpose",
+                           "weight": 0.5}],
               "supervoxels": sv, "threshold": 0.45, "merge_small_nm3": 7e5}  # fmt: skip
     meta = apply_flyem_choice.preset_meta(base, choice, "a command")
     (tmp_path / "preset.json").write_text(json.dumps(meta))
@@ -61,7 +132,8 @@ def test_preset_meta_writes_a_loadable_preset_with_the_choice(tmp_path):
         "boundaries-fibsem",
         "boundaries-fibsem-3d",
     ]
-    assert all(m["tta"] for m in meta["prediction"]["members"])
+    assert [m["tta"] for m in meta["prediction"]["members"]] == [True, "flips+transpose"]
+    assert [m.get("weight") for m in preset.members] == [None, 0.5]
     assert meta["instances"]["supervoxels"] == sv
     agg = meta["instances"]["agglomeration"]
     assert (agg["threshold"], agg["merge_small_nm3"], agg["edges"]) == (0.45, 7e5, "mean")
@@ -69,6 +141,9 @@ def test_preset_meta_writes_a_loadable_preset_with_the_choice(tmp_path):
     dims = [r["dim"] for r in meta["training"]["boundary"]["members"]]
     assert dims == [2, 3]
     assert "boundaries-fibsem-3d" in meta["description"]
+    assert "weighted mean" in meta["description"]
+    weights = [r.get("weight") for r in meta["training"]["boundary"]["members"]]
+    assert weights == [None, 0.5]
 
 
 def test_boundary_targets_mark_both_sides_of_every_contact():

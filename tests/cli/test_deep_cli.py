@@ -80,6 +80,18 @@ def test_train_predict_models(files, capsys, tmp_path):
     assert "overwrite" in capsys.readouterr().err
     assert main([*pred, "--overwrite"]) == 0
     capsys.readouterr()
+    # --tta alone is flips; --tta flips+transpose adds the y <-> x transpose
+    model = load_model(tmp_path / "run")
+    for tta in ("flips", "flips+transpose"):
+        flag = ["--tta"] if tta == "flips" else ["--tta", tta]
+        assert main([*pred[:4], "--no-progress", "--overwrite", *flag]) == 0
+        ref = predict_image(model, em.image, tta=tta)
+        np.testing.assert_allclose(open_image(tmp_path / "p.ome.zarr")[...].astype(np.float32),
+                                   ref, atol=1e-3)  # fmt: skip
+    assert np.abs(ref - predict_image(model, em.image, tta=True)).max() > 1e-3
+    with pytest.raises(SystemExit):  # argparse: invalid choice
+        main([*pred[:4], "--tta", "rotate"])
+    assert "flips+transpose" in capsys.readouterr().err
 
     assert main(["models"]) == 0
     listing = capsys.readouterr().out

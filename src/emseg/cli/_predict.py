@@ -28,7 +28,15 @@ def register(sub: Any) -> None:
     p.add_argument("output", metavar="OUT", help="probabilities, .ome.zarr")
     p.add_argument("--class-map", default=None, metavar="OUT2", help="also write the class map")
     p.add_argument("--dtype", choices=("float16", "uint8"), default="float16", help="output type")
-    p.add_argument("--tta", action="store_true", help="average over flips (4x / 8x slower)")
+    p.add_argument(
+        "--tta",
+        nargs="?",
+        const="flips",
+        default=False,
+        choices=("flips", "flips+transpose"),
+        help="test-time augmentation: average over flips (--tta: 4x / 8x slower in 2D / 3D), "
+        "or flips and the y <-> x transpose (--tta flips+transpose: 8x / 16x)",
+    )
     p.add_argument(
         "--planes",
         type=int,

@@ -101,20 +101,27 @@ def _prediction_lines(kind: str, prediction: dict[str, Any]) -> list[str]:
     """
     if kind != "deep":
         return []
-    return [f"  predicts    {_how(int(prediction.get('planes', 1)), bool(prediction.get('tta')))}"]
+    return [f"  predicts    {_how(int(prediction.get('planes', 1)), prediction.get('tta', False))}"]
 
 
-def _how(planes: int, tta: bool) -> str:
+def _how(planes: int, tta: Any) -> str:
     """``planes N (...), tta on|off`` for one deep model."""
     views = "(xy, zx and zy planes, averaged)" if planes == 3 else "(as trained)"
-    return f"planes {planes} {views}, tta {'on (test-time flips)' if tta else 'off'}"
+    if tta == "flips+transpose":
+        how = "on (test-time flips and y/x transpose)"
+    else:  # true / "flips" / false (the preset file is checked when it is read)
+        how = "on (test-time flips)" if tta else "off"
+    return f"planes {planes} {views}, tta {how}"
 
 
 def _member_lines(members: Sequence[dict[str, Any]]) -> list[str]:
-    """One line per ensemble member: its model, planes and tta."""
+    """One line per ensemble member: its model, planes, tta and weight (if not 1)."""
     out = []
+    total = sum(float(m.get("weight", 1.0)) for m in members)
     for i, m in enumerate(members, 1):
-        out.append(f"  member {i}    {m['model']}: {_how(int(m['planes']), bool(m['tta']))}")
+        w = float(m.get("weight", 1.0))
+        share = f", weight {w:g} ({w / total:.0%} of the mean)" if w != 1 else ""
+        out.append(f"  member {i}    {m['model']}: {_how(int(m['planes']), m['tta'])}{share}")
     return out
 
 

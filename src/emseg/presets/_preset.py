@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -158,14 +159,20 @@ class Preset:
 
 
 def _member_entry(doc: dict[str, Any]) -> dict[str, Any]:
-    return {
+    """model / planes / tta with defaults filled in, and ``weight`` where it is not 1 (as
+    :meth:`emseg.semantic.deep.Member.describe` writes provenance)."""
+    out = {
         "model": str(doc["model"]),
         "planes": int(doc.get("planes", 1)),
-        "tta": bool(doc.get("tta", False)),
+        "tta": doc.get("tta", False),
     }
+    if float(doc.get("weight", 1.0)) != 1:
+        out["weight"] = float(doc["weight"])
+    return out
 
 
-MEMBER_KEYS = ("model", "planes", "tta")
+MEMBER_KEYS = ("model", "planes", "tta", "weight")
+TTA_VALUES = (False, True, "flips", "flips+transpose")
 
 
 def _check_planes_tta(d: dict[str, Any], where: Path, field: str) -> None:
@@ -175,9 +182,11 @@ def _check_planes_tta(d: dict[str, Any], where: Path, field: str) -> None:
             f"{str(where)!r}: `{field}.planes` must be 1 or 3 (tri-planar 2D model); "
             f"got {planes!r}."
         )
-    if not isinstance(d.get("tta", False), bool):
+    tta = d.get("tta", False)
+    if not any(tta is v if isinstance(v, bool) else tta == v for v in TTA_VALUES):
         raise FormatError(
-            f"{str(where)!r}: `{field}.tta` must be true or false; got {d.get('tta')!r}."
+            f'{str(where)!r}: `{field}.tta` must be false, true (test-time flips), "flips" '
+            f'or "flips+transpose" (flips and the y <-> x transpose); got {tta!r}.'
         )
 
 
@@ -199,7 +208,7 @@ def _check_members(pred: dict[str, Any], where: Path) -> None:
     if not isinstance(members, list) or not members:
         raise FormatError(
             f"{str(where)!r}: `prediction.members` must be a non-empty list of "
-            f'{{"model": NAME, "planes": 1 or 3, "tta": bool}}; got {members!r}.'
+            f'{{"model": NAME, "planes": 1 or 3, "tta": ..., "weight": W}}; got {members!r}.'
         )
     for i, m in enumerate(members):
         field = f"prediction.members[{i}]"
@@ -215,6 +224,16 @@ def _check_members(pred: dict[str, Any], where: Path) -> None:
                 f"{', '.join(MEMBER_KEYS)}."
             )
         _check_planes_tta(m, where, field)
+        w = m.get("weight", 1.0)
+        if (
+            isinstance(w, bool)
+            or not isinstance(w, int | float)
+            or not (math.isfinite(w) and w > 0)
+        ):
+            raise FormatError(
+                f"{str(where)!r}: `{field}.weight` must be a positive number (the member's "
+                f"share of the mean is weight / sum of weights; default 1); got {w!r}."
+            )
 
 
 def _sha256(path: Path) -> str:

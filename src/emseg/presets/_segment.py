@@ -238,7 +238,7 @@ def _predict(
         img,
         out=path,
         dtype="uint8",
-        tta=bool(preset.prediction.get("tta", False)),
+        tta=preset.prediction.get("tta", False),
         planes=int(preset.prediction.get("planes", 1)),
         **run,
     )
@@ -265,7 +265,11 @@ def _members(preset: Preset) -> tuple[Any, ...]:
                 f"planes 3 (tri-planar), which needs a 2D network; {entry['model']} is "
                 f"{model.dim}D. Set its planes to 1 in {where!r}."
             )
-        members.append(deep.Member(model, planes=entry["planes"], tta=entry["tta"]))
+        members.append(
+            deep.Member(
+                model, planes=entry["planes"], tta=entry["tta"], weight=entry.get("weight", 1.0)
+            )
+        )
     try:
         out = check_members(members)
     except EmsegValueError as exc:

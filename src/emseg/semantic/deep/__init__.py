@@ -39,11 +39,13 @@ from emseg.semantic.deep._ensemble import (
     predict_triplanar,
 )
 from emseg.semantic.deep._infer import (
+    TTA_MODES,
     Predictor,
     class_map,
     effective_tile,
     predict_blockwise,
     predict_image,
+    tta_mode,
 )
 from emseg.semantic.deep._losses import segmentation_loss, soft_dice_loss
 from emseg.semantic.deep._model import Model, build_network, init_from, load_tensors
@@ -72,6 +74,7 @@ from emseg.semantic.deep._tiling import (
 from emseg.semantic.deep._train import TrainResult, evaluate, lr_factor, plot_curves, train
 
 __all__ = [
+    "TTA_MODES",
     "AugmentConfig",
     "ConfigError",
     "DataConfig",
@@ -130,4 +133,5 @@ __all__ = [
     "tile_starts",
     "tiles_for_region",
     "train",
+    "tta_mode",
 ]

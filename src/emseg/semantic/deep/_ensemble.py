@@ -1,14 +1,16 @@
 """Ensembles: average of models, tri-planar 2D ensembles, majority vote of class maps.
 
-Test-time augmentation (flips) is :func:`predict_image`'s ``tta=True``. An
-ensemble whose members each have their own ``planes`` / ``tta`` (e.g. a 2D
-network predicted tri-planar and a 3D network) is a sequence of
-:class:`Member`, predicted by :func:`predict_members` in memory and by
+Test-time augmentation is :func:`predict_image`'s ``tta`` (flips, or flips
+and the y <-> x transpose). An ensemble whose members each have their own
+``planes`` / ``tta`` / ``weight`` (e.g. a 2D network predicted tri-planar and
+a 3D network) is a sequence of :class:`Member`, predicted by
+:func:`predict_members` in memory and by
 :func:`emseg.semantic.deep.predict_blockwise` block by block.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -16,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from emseg.errors import EmsegValueError
-from emseg.semantic.deep._infer import Precision, plane_orientations, predict_image
+from emseg.semantic.deep._infer import TTA, Precision, plane_orientations, predict_image, tta_mode
 from emseg.semantic.deep._model import Model
 
 
@@ -29,13 +31,18 @@ class Member:
     model : Model
     planes : {1, 3}, default 1
         As for :func:`predict_image` (3: tri-planar, 2D networks on 3D images only).
-    tta : bool, default False
-        Average over the flips of the network's spatial axes.
+    tta : {False, True, "flips", "flips+transpose"}, default False
+        As for :func:`predict_image` (True = "flips").
+    weight : float, default 1
+        The member's weight in the ensemble's mean, ``sum(w_i p_i) / sum(w_i)``
+        (positive; e.g. 2, 1, 1 gives one model half the vote and two others a
+        quarter each).
     """
 
     model: Model
     planes: int = 1
-    tta: bool = False
+    tta: TTA = False
+    weight: float = 1.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, Model):
@@ -49,8 +56,17 @@ class Member:
                 f"`Member.planes`=3 (tri-planar) needs a 2D network; {member_name(self.model)!r} "
                 f"is {self.model.dim}D. Use planes=1."
             )
-        if not isinstance(self.tta, bool):
-            raise EmsegValueError(f"`Member.tta` must be True or False; got {self.tta!r}.")
+        tta_mode(self.tta)
+        w = self.weight
+        if (
+            isinstance(w, bool)
+            or not isinstance(w, int | float)
+            or not (math.isfinite(w) and w > 0)
+        ):
+            raise EmsegValueError(
+                f"`Member.weight` must be a positive finite number (its share of the "
+                f"ensemble's mean is weight / sum of weights); got {w!r}."
+            )
 
     @property
     def name(self) -> str:
@@ -58,8 +74,12 @@ class Member:
         return member_name(self.model)
 
     def describe(self) -> dict[str, Any]:
-        """``{"model": name, "planes": planes, "tta": tta}`` (provenance, listings)."""
-        return {"model": self.name, "planes": self.planes, "tta": self.tta}
+        """``{"model": name, "planes": planes, "tta": tta}`` and ``"weight"`` if not 1
+        (provenance, listings)."""
+        out: dict[str, Any] = {"model": self.name, "planes": self.planes, "tta": self.tta}
+        if self.weight != 1:
+            out["weight"] = float(self.weight)
+        return out
 
 
 def member_name(model: Model) -> str:
@@ -114,10 +134,11 @@ def predict_members(
     precision: Precision = "fp32",
     channels_last: bool = True,
 ) -> np.ndarray:
-    """Mean of the members' probabilities, each predicted with its own planes / tta.
+    """Weighted mean of the members' probabilities, each predicted with its own planes / tta.
 
-    Exactly ``sum(p_i) / n`` in float32, in member order, where ``p_i`` is
-    ``predict_image(member.model, image, planes=member.planes, tta=member.tta, ...)``.
+    Exactly ``sum(w_i * p_i) / sum(w_i)`` in float32, in member order (with all
+    weights 1: ``sum(p_i) / n``), where ``p_i`` is ``predict_image(member.model,
+    image, planes=member.planes, tta=member.tta, ...)`` and ``w_i`` its weight.
 
     Parameters
     ----------
@@ -146,10 +167,24 @@ def predict_members(
             channels_last=channels_last,
             planes=m.planes,
         )
-        acc = p if acc is None else np.add(acc, p, out=acc)
+        acc = weighted_add(acc, p, m.weight)
     assert acc is not None
-    if len(ms) > 1:
-        acc /= np.float32(len(ms))
+    return weighted_mean(acc, [m.weight for m in ms])
+
+
+def weighted_add(acc: np.ndarray | None, p: np.ndarray, weight: float) -> np.ndarray:
+    """``acc + weight * p`` in float32, in place into `acc` (`p` itself, or ``weight * p``,
+    when `acc` is None): the running sum of :func:`predict_members`."""
+    if weight != 1:
+        p = np.multiply(p, np.float32(weight), out=p)
+    return p if acc is None else np.add(acc, p, out=acc)
+
+
+def weighted_mean(acc: np.ndarray, weights: Sequence[float]) -> np.ndarray:
+    """`acc` (``sum(w_i p_i)``) divided in place by ``sum(w_i)`` (nothing for one weight 1)."""
+    total = float(sum(weights))
+    if len(weights) > 1 or total != 1:
+        acc /= np.float32(total)
     return acc
 
 

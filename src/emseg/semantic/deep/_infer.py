@@ -37,6 +37,31 @@ log = logging.getLogger(__name__)
 
 OutputDtype = Literal["float16", "uint8", "float32"]
 Precision = Literal["fp32", "bf16"]
+#: Test-time augmentation: ``False`` (none), ``True`` or ``"flips"`` (all flips of the
+#: network's spatial axes: 4 in 2D, 8 in 3D), ``"flips+transpose"`` (those flips of the
+#: input and of its y <-> x transpose: 8 in 2D, the dihedral group of the square; 16 in 3D).
+TTA = bool | Literal["flips", "flips+transpose"]
+TTA_MODES = (False, True, "flips", "flips+transpose")
+
+
+def tta_mode(tta: Any) -> Literal["off", "flips", "flips+transpose"]:
+    """The test-time augmentation `tta` names: ``"off"``, ``"flips"`` or ``"flips+transpose"``.
+
+    Raises
+    ------
+    EmsegValueError
+        For anything but False, True, "flips" or "flips+transpose".
+    """
+    if tta is False:
+        return "off"
+    if tta is True or tta == "flips":
+        return "flips"
+    if tta == "flips+transpose":
+        return "flips+transpose"
+    raise EmsegValueError(
+        f"`tta` must be False, True (= 'flips': all flips of the spatial axes) or "
+        f"'flips+transpose' (those flips and the y <-> x transpose); got {tta!r}."
+    )
 
 
 def _lift(shape: Sequence[int]) -> tuple[int, ...]:
@@ -158,16 +183,23 @@ class Predictor:
         model: Model,
         *,
         batch_size: int = 4,
-        tta: bool = False,
+        tta: TTA = False,
         precision: Precision = "fp32",
         channels_last: bool = True,
     ) -> None:
         check_choice(precision, ("fp32", "bf16"), name="precision")
         if batch_size < 1:
             raise EmsegValueError(f"`batch_size` must be >= 1; got {batch_size}.")
+        mode = tta_mode(tta)
+        if mode == "flips+transpose" and model.head == "affinities":
+            raise EmsegValueError(
+                "`tta`='flips+transpose' cannot be used with an affinity model (its y and x "
+                "offsets would swap); use tta=True (flips, mapped back per offset)."
+            )
         self.model = model
         self.batch_size = batch_size
-        self.tta = tta
+        self.tta = mode != "off"
+        self.transpose = mode == "flips+transpose"
         self.precision = precision
         self.channels_last = channels_last
         self.net, self.input_dtype = inference_network(
@@ -198,12 +230,14 @@ class Predictor:
         flips: list[tuple[int, ...]] = [()]
         if self.tta:
             flips = [c for r in range(len(spatial) + 1) for c in itertools.combinations(spatial, r)]
+        views = [(t, f) for t in ((False, True) if self.transpose else (False,)) for f in flips]
         offsets = self.model.config.network.offsets if self.model.head == "affinities" else None
         with torch.inference_mode():
             acc = None
             count = None  # per channel and voxel, for affinities (see unflip_affinities)
-            for f in flips:
-                xi = torch.flip(x, f) if f else x
+            for t, f in views:
+                xi = x.transpose(-2, -1) if t else x  # y <-> x
+                xi = torch.flip(xi, f) if f else xi
                 p = self._forward(xi)
                 if offsets and len(flips) > 1:
                     p = p.float()
@@ -214,12 +248,13 @@ class Predictor:
                     count = valid if count is None else count.add_(valid)
                 else:
                     p = torch.flip(p, f) if f else p
+                p = p.transpose(-2, -1) if t else p
                 acc = p if acc is None else acc.add_(p)
             assert acc is not None
             if count is not None:
                 acc.div_(count)
-            elif len(flips) > 1:
-                acc.div_(len(flips))
+            elif len(views) > 1:
+                acc.div_(len(views))
             out = acc.float().contiguous()
         if self.model.dim == 2:
             out = out[:, :, None]
@@ -477,7 +512,7 @@ def predict_image(
     tile_shape: Sequence[int] | None = None,
     overlap: float = 0.25,
     batch_size: int = 4,
-    tta: bool = False,
+    tta: TTA = False,
     precision: Precision = "fp32",
     channels_last: bool = True,
     planes: int = 1,
@@ -495,10 +530,13 @@ def predict_image(
         Fraction of a tile shared with its neighbour (along z only for 3D nets).
     batch_size : int, default 4
         Tiles per forward pass.
-    tta : bool, default False
-        Average over all flips of the network's spatial axes (4 in 2D, 8 in 3D).
-        Affinity channels are mapped back to their offsets
-        (:func:`unflip_affinities`) before averaging.
+    tta : {False, True, "flips", "flips+transpose"}, default False
+        True / "flips": average over all flips of the network's spatial axes
+        (4 in 2D, 8 in 3D); affinity channels are mapped back to their
+        offsets (:func:`unflip_affinities`) before averaging.
+        "flips+transpose": also over those flips of the y <-> x transposed
+        input (8 in 2D, 16 in 3D; twice the work of "flips"), for models
+        trained with ``augment.transpose`` (or ``rot90``); not for affinities.
     precision : {"fp32", "bf16"}
         bf16 autocast (faster on CPUs with AVX512-BF16 / AMX; slightly less exact).
     channels_last : bool, default True
@@ -568,14 +606,14 @@ def prediction_block_shape(
 class _TileTask:
     """One block: predict the global tiles touching its write region, write probs (+ classes).
 
-    With several parts (ensemble members, each a predictor and its views'
-    tiles) the block's probabilities are their plain mean, in part order, as
-    :func:`emseg.semantic.deep.predict_members` computes it in memory.
+    With several parts (ensemble members, each a predictor, its views' tiles
+    and its weight) the block's probabilities are their weighted mean, in part
+    order, as :func:`emseg.semantic.deep.predict_members` computes it in memory.
     """
 
     def __init__(
         self,
-        parts: list[tuple[Predictor, dict[str, tuple[int, ...]]]],
+        parts: list[tuple[Predictor, dict[str, tuple[int, ...]], float]],
         image: Any,
         outs: list[Any],
         blocking: Any,
@@ -595,8 +633,10 @@ class _TileTask:
         flat = len(self.image.shape) == 2
         begin = (0, *roi.begin) if flat else roi.begin
         end = (1, *roi.end) if flat else roi.end
+        from emseg.semantic.deep._ensemble import weighted_add, weighted_mean
+
         probs: np.ndarray | None = None
-        for predictor, tiles in self.parts:
+        for predictor, tiles, weight in self.parts:
             p = predict_planes(
                 predictor,
                 self.image,
@@ -606,10 +646,9 @@ class _TileTask:
                 tiles=tiles,
                 overlap=self.overlap,
             )
-            probs = p if probs is None else np.add(probs, p, out=probs)
+            probs = weighted_add(probs, p, weight)
         assert probs is not None
-        if len(self.parts) > 1:
-            probs /= np.float32(len(self.parts))
+        probs = weighted_mean(probs, [w for _, _, w in self.parts])
         if flat:
             probs = probs[:, 0]
         write = roi.to_slices()
@@ -629,7 +668,7 @@ def predict_blockwise(
     tile_shape: Sequence[int] | None = None,
     overlap: float = 0.25,
     batch_size: int = 4,
-    tta: bool = False,
+    tta: TTA = False,
     precision: Precision = "fp32",
     channels_last: bool = True,
     block_shape: int | Sequence[int] | None = None,
@@ -650,8 +689,8 @@ def predict_blockwise(
     Parameters
     ----------
     model : Model or sequence of Member
-        One model, or an ensemble: the mean of the members' probabilities,
-        each member predicted with its own ``planes`` and ``tta`` (equal to
+        One model, or an ensemble: the (weighted) mean of the members'
+        probabilities, each member predicted with its own ``planes`` and ``tta`` (equal to
         :func:`emseg.semantic.deep.predict_members` up to float rounding;
         `tta` and `planes` must then be left at their defaults). The output's
         provenance lists the members.
@@ -703,7 +742,7 @@ def predict_blockwise(
     lifted = _lift(shape)
     single = isinstance(model, Model)
     if isinstance(model, Model):
-        members: tuple[Member, ...] = (Member(model, planes=planes, tta=bool(tta)),)
+        members: tuple[Member, ...] = (Member(model, planes=planes, tta=tta),)
     else:
         if tta or planes != 1:
             raise EmsegValueError(
@@ -797,6 +836,7 @@ def predict_blockwise(
                 channels_last=channels_last,
             ),
             tiles,
+            m.weight,
         )
         for m, tiles in zip(members, views, strict=True)
     ]
