@@ -16,6 +16,16 @@ SpacingLike: TypeAlias = float | int | Sequence[float] | np.ndarray | None
 Spacing: TypeAlias = tuple[float, ...]
 
 
+def is_positive_number(value: Any) -> bool:
+    """Whether `value` is a positive finite int or float (not a bool, not a string)."""
+    return (
+        not isinstance(value, bool)
+        and isinstance(value, int | float)
+        and math.isfinite(value)
+        and value > 0
+    )
+
+
 def parse_spacing(spacing: SpacingLike, ndim: int, *, name: str = "spacing") -> Spacing:
     """Return `spacing` as a tuple of `ndim` positive finite floats (nm, z-y-x order).
 

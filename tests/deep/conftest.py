@@ -56,3 +56,11 @@ def _one_thread():
 def tiny_config():
     """``tiny_config(section={...}, section__field=value)``: a small 2D training config."""
     return _tiny_config
+
+
+@pytest.fixture(scope="module")
+def models():
+    """An untrained isotropic 2D and 3D model (the ensemble tests' members)."""
+    from ._helpers import isotropic_pair
+
+    return isotropic_pair(_tiny_config)

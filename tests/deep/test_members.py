@@ -19,21 +19,6 @@ ISOTROPIC = (10.0, 10.0, 10.0)
 KW = {"tile_shape": None, "overlap": 0.5}
 
 
-@pytest.fixture(scope="module")
-def models():
-    from .conftest import _tiny_config
-
-    m2 = eval_model(_tiny_config, spacing=ISOTROPIC, data__patch_shape=[1, 16, 16])
-    m3 = eval_model(
-        _tiny_config,
-        seed=1,
-        spacing=ISOTROPIC,
-        network={"dim": 3, "channels": [4, 8]},
-        data__patch_shape=[8, 16, 16],
-    )
-    return m2, m3
-
-
 @pytest.fixture
 def cuboid(rng):
     return rng.integers(0, 255, size=(10, 20, 28), dtype=np.uint8)

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from emseg._checks import is_positive_number
 from emseg.errors import DatasetNotFoundError, FormatError
 
 FORMAT = "emseg.preset"
@@ -225,11 +225,7 @@ def _check_members(pred: dict[str, Any], where: Path) -> None:
             )
         _check_planes_tta(m, where, field)
         w = m.get("weight", 1.0)
-        if (
-            isinstance(w, bool)
-            or not isinstance(w, int | float)
-            or not (math.isfinite(w) and w > 0)
-        ):
+        if not is_positive_number(w):
             raise FormatError(
                 f"{str(where)!r}: `{field}.weight` must be a positive number (the member's "
                 f"share of the mean is weight / sum of weights; default 1); got {w!r}."

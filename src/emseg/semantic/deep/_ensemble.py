@@ -10,13 +10,13 @@ a 3D network) is a sequence of :class:`Member`, predicted by
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from emseg._checks import is_positive_number
 from emseg.errors import EmsegValueError
 from emseg.semantic.deep._infer import TTA, Precision, plane_orientations, predict_image, tta_mode
 from emseg.semantic.deep._model import Model
@@ -58,11 +58,7 @@ class Member:
             )
         tta_mode(self.tta)
         w = self.weight
-        if (
-            isinstance(w, bool)
-            or not isinstance(w, int | float)
-            or not (math.isfinite(w) and w > 0)
-        ):
+        if not is_positive_number(w):
             raise EmsegValueError(
                 f"`Member.weight` must be a positive finite number (its share of the "
                 f"ensemble's mean is weight / sum of weights); got {w!r}."
