@@ -18,7 +18,6 @@ from emseg.semantic.deep import (
 from ._helpers import eval_model
 
 
-
 @pytest.fixture
 def square(rng):
     """Y == X, so that the transposed image has the same tile grid."""
