@@ -32,7 +32,9 @@ as uint64 labels (0 = background) to an OME-Zarr with provenance.
                fragments per block, ONE global graph, one agglomeration
                (equal to the in-memory chain on the same fragments, any block);
                --merge-small NM3 then merges smaller segments into the
-               neighbour with the lowest mean boundary
+               neighbour with the lowest mean boundary; --linkage multicut
+               merges by greedy additive contraction of signed face costs
+               instead (faces below --threshold attract, weighted by size)
   mws          mutex watershed of an affinity map (C, Z, Y, X) with --offsets
   link2d       per-section instances (labels, or a map with --threshold)
                linked across sections by Hungarian matching on IoU >= --min-iou
@@ -97,6 +99,13 @@ def register(sub: Any) -> None:
     p.add_argument("--min-iou", type=float, default=0.5, help="link threshold (link2d)")
     p.add_argument(
         "--fragments", default=None, help="existing supervoxels to agglomerate (agglomerate)"
+    )
+    p.add_argument(
+        "--linkage",
+        choices=("mean", "multicut"),
+        default="mean",
+        help="agglomerate: merge by the lowest mean boundary (default) or by the largest "
+        "summed multicut cost (greedy additive edge contraction)",
     )
     p.add_argument(
         "--edge-classifier",
@@ -198,6 +207,7 @@ def run(args: argparse.Namespace) -> int:
             threshold=threshold,
             edge_classifier=args.edge_classifier,
             merge_small_nm3=args.merge_small,
+            linkage=args.linkage,
             sigma_nm=args.sigma,
             min_seed_distance_nm=args.seed_distance or 0.0,
             **common,

@@ -5,8 +5,12 @@ map; :func:`agglomerate_graph` merges the pair of regions with the lowest
 mean boundary value along their common face first, re-computing the merged
 region's faces exactly (boundary sums and voxel-pair counts add), until the
 lowest mean reaches the threshold; :func:`agglomerate` runs both steps
-on an image. With ``merge_small``, segments still smaller than a size
-afterwards are merged into the neighbour with the lowest mean boundary.
+on an image. With ``linkage="multicut"`` the faces are signed costs instead
+(log-odds of the mean boundary against the threshold, weighted by face size)
+and the pair with the largest summed cost merges first while it is positive:
+greedy additive edge contraction, the standard multicut approximation. With
+``merge_small``, segments still smaller than a size afterwards are merged
+into the neighbour with the lowest mean boundary.
 """
 
 from __future__ import annotations
@@ -33,6 +37,10 @@ from emseg.instance._watershed import find_seeds, seeded_watershed
 log = logging.getLogger(__name__)
 
 SupervoxelSeeds = Literal["minima", "distance"]
+Linkage = Literal["mean", "multicut"]
+LINKAGES = ("mean", "multicut")
+#: Mean boundary values are clipped to [EPS, 1 - EPS] before their log-odds (multicut costs).
+EPS = 1e-3
 
 
 def supervoxels(
@@ -120,6 +128,8 @@ def agglomerate_graph(
     threshold: float,
     edge_weights: np.ndarray | None = None,
     merge_small: int = 0,
+    linkage: Linkage = "mean",
+    size_exponent: float = 1.0,
 ) -> Agglomeration:
     """Merge regions by increasing mean boundary along their faces, up to `threshold`.
 
@@ -140,11 +150,29 @@ def agglomerate_graph(
         mean is, until every segment that has a neighbour has at least
         `merge_small` voxels. A segment with no neighbour stays as it is.
         0 (the default) merges by the threshold only.
+    linkage : {"mean", "multicut"}, default "mean"
+        "mean": as above (waterz-style mean affinity; GASP's average linkage).
+        "multicut": every face gets the signed cost
+        ``w = (log((1 - p) / p) + log(t / (1 - t))) * (count / max count) ** size_exponent``
+        with ``p`` its mean boundary (clipped to [1e-3, 1 - 1e-3]) and ``t`` the
+        threshold: positive (attractive) exactly where ``p < t``, larger for
+        larger and clearer faces. The pair with the largest cost merges first
+        and the costs of the merged region's faces add, until no cost is
+        positive: greedy additive edge contraction (GAEC, Keuper et al. 2015),
+        the usual multicut approximation (GASP's sum linkage; ``beta`` of
+        elf / nifty edge costs is ``1 - t``). A large face of moderately low
+        boundary thus outweighs a small one of very low boundary, and several
+        weak faces together can hold two regions apart.
+    size_exponent : float, default 1
+        Multicut only: the exponent of the face-size weighting (0: every face
+        counts alike).
 
     Returns
     -------
     Agglomeration
-        ``merges`` lists the threshold merges, then the small-segment merges.
+        ``merges`` lists the threshold merges (third column: the face's mean
+        for "mean", its summed cost for "multicut"), then the small-segment
+        merges (third column: the mean).
 
     Notes
     -----
@@ -159,6 +187,19 @@ def agglomerate_graph(
     """
     t = check_threshold(threshold, name="threshold")
     small = _check_merge_small(merge_small)
+    check_choice(linkage, LINKAGES, name="linkage")
+    if linkage == "multicut":
+        if not 0.0 < t < 1.0:
+            raise EmsegValueError(
+                f"`threshold` must lie strictly between 0 and 1 for linkage='multicut' (faces "
+                f"with a mean boundary below it attract, above it repel); got {threshold!r}."
+            )
+        if isinstance(size_exponent, bool) or not (
+            isinstance(size_exponent, int | float) and 0 <= size_exponent < float("inf")
+        ):
+            raise EmsegValueError(
+                f"`size_exponent` must be a number >= 0 (0: faces weigh alike); got {size_exponent!r}."
+            )
     edges = rag.edges
     count = rag.features["count"]
     if edge_weights is None:
@@ -171,6 +212,11 @@ def agglomerate_graph(
             )
         total = ew * count
     adj: dict[int, dict[int, list[float]]] = {int(n): {} for n in rag.nodes}
+    parent = {n: n for n in adj}
+    size = dict(zip(rag.nodes.tolist(), rag.sizes.tolist(), strict=True)) if small else {}
+    if linkage == "multicut":
+        merges = _contract(adj, parent, size, edges, total, count, t, float(size_exponent))
+        return _finish(rag, adj, parent, size, small, merges)
     heap: list[tuple[float, int, int]] = []
     for (a, b), s, c in zip(edges.tolist(), total.tolist(), count.tolist(), strict=True):
         stat = [s, c]
@@ -178,8 +224,6 @@ def agglomerate_graph(
         adj[b][a] = stat
         heap.append((s / c, a, b))
     heapq.heapify(heap)
-    parent = {n: n for n in adj}
-    size = dict(zip(rag.nodes.tolist(), rag.sizes.tolist(), strict=True)) if small else {}
     merges = []
     while heap:
         mean, a, b = heapq.heappop(heap)
@@ -193,6 +237,70 @@ def agglomerate_graph(
         for n, st in _merge_into(adj, parent, size, keep, gone):
             u, v = (keep, n) if keep < n else (n, keep)
             heapq.heappush(heap, (st[0] / st[1], u, v))
+    return _finish(rag, adj, parent, size, small, merges)
+
+
+def multicut_costs(
+    mean: np.ndarray, count: np.ndarray, threshold: float, size_exponent: float = 1.0
+) -> np.ndarray:
+    """Signed face costs of ``linkage="multicut"`` (positive = attractive, where mean < threshold).
+
+    ``(log((1 - p) / p) + log(t / (1 - t))) * (count / count.max()) ** size_exponent``, with
+    ``p`` = `mean` clipped to [1e-3, 1 - 1e-3] (float64).
+    """
+    p = np.clip(np.asarray(mean, dtype=np.float64), EPS, 1.0 - EPS)
+    c = np.asarray(count, dtype=np.float64)
+    w = np.log((1.0 - p) / p) + np.log(threshold / (1.0 - threshold))
+    if c.size and size_exponent != 0:
+        w = w * (c / c.max()) ** size_exponent
+    return w
+
+
+def _contract(
+    adj: dict[int, dict[int, list[float]]],
+    parent: dict[int, int],
+    size: dict[int, int],
+    edges: np.ndarray,
+    total: np.ndarray,
+    count: np.ndarray,
+    t: float,
+    size_exponent: float,
+) -> list[tuple[int, int, float]]:
+    """Greedy additive edge contraction: merge the largest positive summed cost first."""
+    costs = multicut_costs(total / count, count, t, size_exponent)
+    heap: list[tuple[float, int, int]] = []
+    for (a, b), s, c, w in zip(edges.tolist(), total.tolist(), count.tolist(), costs.tolist(),
+                               strict=True):  # fmt: skip
+        stat = [s, c, w]  # boundary sum and pairs (for merge_small), cost
+        adj[a][b] = stat
+        adj[b][a] = stat
+        heap.append((-w, a, b))
+    heapq.heapify(heap)
+    merges = []
+    while heap:
+        neg, a, b = heapq.heappop(heap)
+        if -neg <= 0:
+            break
+        found = adj.get(a, {}).get(b)
+        if found is None or found[2] != -neg:
+            continue  # stale entry
+        keep, gone = (a, b) if len(adj[a]) >= len(adj[b]) else (b, a)
+        merges.append((a, b, -neg))
+        for n, st in _merge_into(adj, parent, size, keep, gone):
+            u, v = (keep, n) if keep < n else (n, keep)
+            heapq.heappush(heap, (-st[2], u, v))
+    return merges
+
+
+def _finish(
+    rag: RegionAdjacencyGraph,
+    adj: dict[int, dict[int, list[float]]],
+    parent: dict[int, int],
+    size: dict[int, int],
+    small: int,
+    merges: list[tuple[int, int, float]],
+) -> Agglomeration:
+    """The clean-up of small segments, then the segment of every node."""
     if small:
         merges += _merge_small(adj, parent, size, small)
     nodes = rag.nodes.astype(np.uint64)
@@ -244,8 +352,8 @@ def _merge_into(
             adj[keep][n] = st
             adj[n][keep] = st
         else:
-            cur[0] += st[0]
-            cur[1] += st[1]
+            for i, x in enumerate(st):  # boundary sum, voxel pairs (and multicut cost) add
+                cur[i] += x
             st = cur
         changed.append((n, st))
     return changed
@@ -293,6 +401,7 @@ def agglomerate(
     threshold: float,
     spacing: Any = None,
     merge_small_nm3: float | None = None,
+    linkage: Linkage = "mean",
 ) -> np.ndarray:
     """Merge `fragments` whose common faces have a mean `boundary` value below `threshold`.
 
@@ -310,6 +419,8 @@ def agglomerate(
         After the threshold, segments smaller than this (nm^3; nm^2 in 2D)
         are merged into the neighbour with the lowest mean boundary along
         their common face (``merge_small`` of :func:`agglomerate_graph`).
+    linkage : {"mean", "multicut"}, default "mean"
+        See :func:`agglomerate_graph`.
 
     Returns
     -------
@@ -328,7 +439,7 @@ def agglomerate(
     frag = check_labels(fragments, name="fragments")
     small = merge_small_voxels(merge_small_nm3, spacing=spacing, ndim=frag.ndim)
     rag = region_adjacency_graph(frag, boundary)
-    result = agglomerate_graph(rag, threshold=threshold, merge_small=small)
+    result = agglomerate_graph(rag, threshold=threshold, merge_small=small, linkage=linkage)
     lut = result.lookup(int(frag.max()) if frag.size else 0)
     dtype = np.uint32 if result.segment.size < 2**32 else np.uint64
     return lut.astype(dtype)[frag]

@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from emseg._checks import check_label_dtype
+from emseg._checks import check_choice, check_label_dtype
 from emseg.blockwise import (
     Blocking,
     Journal,
@@ -58,7 +58,12 @@ from emseg.blockwise import (
 )
 from emseg.blockwise import as_inputs as _normalize_inputs
 from emseg.errors import EmsegTypeError, EmsegValueError
-from emseg.instance._agglomerate import agglomerate_graph, merge_small_voxels, supervoxels
+from emseg.instance._agglomerate import (
+    LINKAGES,
+    agglomerate_graph,
+    merge_small_voxels,
+    supervoxels,
+)
 from emseg.instance._blockwise import _check_out, _Named, _open_out, _Remap, _Scratch
 from emseg.instance._rag import QUANTILES, RegionAdjacencyGraph, region_adjacency_graph
 from emseg.instance._validate import check_labels, check_map, check_threshold
@@ -490,6 +495,7 @@ def agglomerate_blockwise(
     threshold: float,
     edge_classifier: Any = None,
     merge_small_nm3: float | None = None,
+    linkage: str = "mean",
     spacing: Any = None,
     seeds: str = "minima",
     sigma_nm: float | None = None,
@@ -532,6 +538,10 @@ def agglomerate_blockwise(
         Then merge segments smaller than this (nm^3; nm^2 in 2D) into the
         neighbour with the lowest mean edge weight (``merge_small`` of
         :func:`~emseg.instance.agglomerate_graph`, sizes from the global graph).
+    linkage : {"mean", "multicut"}, default "mean"
+        As for :func:`~emseg.instance.agglomerate_graph`: "multicut" merges by
+        greedy additive contraction of signed costs (faces below `threshold`
+        attract), on the same global graph.
     spacing, seeds, sigma_nm, min_seed_distance_nm, seed_threshold
         As for :func:`fragments_blockwise`.
     out, block_shape, chunks, n_workers, scheduler, resume, overwrite, progress
@@ -544,7 +554,7 @@ def agglomerate_blockwise(
         Segments ``1..N`` in order of their smallest fragment id; attribute
         ``emseg`` holds ``n_labels``, ``n_fragments``, ``n_edges`` and the
         parameters. Equal to ``agglomerate_graph(boundary_graph(F, boundary),
-        merge_small=...)`` applied to the assembled fragments ``F`` (bit for bit, any block
+        merge_small=..., linkage=...)`` applied to the assembled fragments ``F`` (bit for bit, any block
         shape or scheduler); for a volume of one block (and no `fragments`),
         equal to the in-memory ``supervoxels`` + that agglomeration.
     """
@@ -564,6 +574,11 @@ def agglomerate_blockwise(
             f"`boundary` must be a float map in [0, 1] or uint8 levels; got dtype {bnd_dtype}."
         )
     small = merge_small_voxels(merge_small_nm3, spacing=sp, ndim=ndim)
+    check_choice(linkage, LINKAGES, name="linkage")
+    if linkage == "multicut" and not 0.0 < t < 1.0:
+        raise EmsegValueError(
+            f"`threshold` must lie strictly between 0 and 1 for linkage='multicut'; got {t!r}."
+        )
     clf, clf_name = _load_classifier(edge_classifier)
     if fragments is not None:
         frag_arrays, _ = _normalize_inputs(fragments)
@@ -587,6 +602,8 @@ def agglomerate_blockwise(
     }
     if small:  # absent when off: jobs and outputs without it are unchanged
         job["merge_small_nm3"] = float(merge_small_nm3 or 0.0)
+    if linkage != "mean":  # likewise
+        job["linkage"] = linkage
     run: dict[str, Any] = {"n_workers": n_workers, "scheduler": scheduler, "progress": progress}
     seconds: dict[str, float] = {}
     scratch = _Scratch(out, resume)
@@ -644,7 +661,13 @@ def agglomerate_blockwise(
 
         t0 = time.perf_counter()
         weights = None if clf is None else 1.0 - clf.merge_probability(rag)
-        agg = agglomerate_graph(rag, threshold=t, edge_weights=weights, merge_small=small)
+        agg = agglomerate_graph(
+            rag,
+            threshold=t,
+            edge_weights=weights,
+            merge_small=small,
+            linkage=linkage,  # type: ignore[arg-type]
+        )
         seconds["agglomerate"] = time.perf_counter() - t0
         log.info(
             "agglomerate_blockwise: %d fragments, %d edges (%d table rows) -> %d segments",

@@ -292,6 +292,12 @@ def parse_preset(doc: dict[str, Any], path: str | os.PathLike[str]) -> Preset:
         _require(inst, key, dict, where)
     if method == "agglomerate" and "threshold" not in inst["agglomeration"]:
         raise FormatError(f"{str(where)!r}: `instances.agglomeration.threshold` is missing.")
+    linkage = inst["agglomeration"].get("linkage", "mean") if method == "agglomerate" else "mean"
+    if linkage not in ("mean", "multicut"):
+        raise FormatError(
+            f'{str(where)!r}: `instances.agglomeration.linkage` must be "mean" (the default) '
+            f'or "multicut"; got {linkage!r}.'
+        )
     small = inst["agglomeration"].get("merge_small_nm3") if method == "agglomerate" else None
     if small is not None and (isinstance(small, bool) or not isinstance(small, int | float)
                               or small < 0):  # fmt: skip

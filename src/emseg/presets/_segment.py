@@ -362,6 +362,7 @@ def _instances(
         threshold=float(agg["threshold"]),
         edge_classifier=clf,
         merge_small_nm3=agg.get("merge_small_nm3"),
+        linkage=agg.get("linkage", "mean"),
         spacing=sp,
         seeds=sv.get("seeds", "minima"),
         sigma_nm=sv.get("sigma_nm"),
