@@ -1,8 +1,8 @@
 """Write the neurons-fibsem preset for a chain chosen by ``choose_flyem_chain.py`` and score it.
 
 The chosen candidate's members (shipped model names, each with its test-time augmentation and
-weight) and its settings (distance-seed supervoxels, mean agglomeration threshold, clean-up
-size) replace those of the base preset; the new chain is run end to end with ``emseg segment`` on the whole FlyEM
+weight) and its settings (distance-seed supervoxels, agglomeration linkage and threshold,
+clean-up size) replace those of the base preset; the new chain is run end to end with ``emseg segment`` on the whole FlyEM
 volume and on gala's test volume, and the preset is written with its scores: FlyEM z 80-124
 (held out), gala's test volume, and the tuning crop z 60-79 for reference. Nothing is tuned
 here; run it once, after the choice (it is the look at the test split).
@@ -51,13 +51,16 @@ def preset_meta(base: dict, choice: dict, command: str) -> dict:
     meta["prediction"] = {"kind": "deep", "class": "boundary", "members": members}
     meta["description"] = (
         f"Neurons in isotropic FIB-SEM (~10 nm voxels): {ensemble_map_description(members, None)}, "
-        "watershed supervoxels, mean agglomeration (trained on FlyEM medulla)"
+        f"watershed supervoxels, {choice.get('linkage', 'mean')} agglomeration (trained on FlyEM "
+        "medulla)"
     )
     inst = meta["instances"]
     inst["supervoxels"] = dict(choice["supervoxels"])
     inst["agglomeration"] = {"edges": "mean", "threshold": float(choice["threshold"]),
                              "edge_classifier": None,
                              "merge_small_nm3": float(choice["merge_small_nm3"])}  # fmt: skip
+    if choice.get("linkage", "mean") != "mean":  # absent: the mean linkage, as before session 8
+        inst["agglomeration"]["linkage"] = choice["linkage"]
     records = [member_record(load_model(m["model"]), m["model"], m["planes"], m["tta"],
                              m.get("weight", 1.0)) for m in members]  # fmt: skip
     meta["training"] = {
@@ -89,6 +92,7 @@ def main() -> None:
     base = json.loads((Path(load_preset(args.base).path) / "preset.json").read_text())
     flags = " ".join(
         f"--candidate {c}={'+'.join(member_flag(m) for m in v['members'])}"
+        + (f"#{v['linkage']}" if v.get("linkage", "mean") != "mean" else "")
         for c, v in result["candidates"].items()
     )
     command = (

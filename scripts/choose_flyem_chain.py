@@ -10,7 +10,8 @@ each boundary map: the map itself and K - 1 copies with independent per-voxel ch
 Every candidate is a mean of deep boundary members (``NAME=MODEL:PLANES[+MODEL:PLANES...]``,
 each with test-time flips, as a preset's ``prediction.members`` predicts them); a member
 ``MODEL:PLANES:ft`` adds the y <-> x transpose to its flips, and ``MODEL:PLANES@W`` gives it
-weight W in a weighted mean (session 8). For each map the
+weight W in a weighted mean, and a trailing ``#multicut`` agglomerates with
+``linkage="multicut"`` over ``MULTICUT_THRESHOLDS`` (session 8). For each map the
 joint grid of ``scripts/instance_results.py --merge-small joint`` is run: distance-seed
 supervoxels (``SUPERVOXEL_GRID``), mean agglomeration thresholds ``JOINT_THRESHOLDS`` and
 clean-up sizes ``JOINT_MERGE_SMALL_NM3``. The chosen chain is the (candidate, setting) with the
@@ -54,7 +55,8 @@ def parse_candidate(text: str) -> tuple[str, list[dict[str, Any]]]:
 
     A member is ``MODEL:PLANES[:ft][@WEIGHT]``: planes 1 or 3; ``:ft`` for test-time flips and
     the y <-> x transpose (``tta: "flips+transpose"``; default: flips, ``tta: true``); a weight
-    in the ensemble's mean (default 1).
+    in the ensemble's mean (default 1). A trailing ``#multicut`` (see :func:`split_linkage`)
+    must be removed first.
     """
     name, sep, rest = text.partition("=")
     if not sep or not name or not rest:
@@ -78,6 +80,16 @@ def parse_candidate(text: str) -> tuple[str, list[dict[str, Any]]]:
     return name, members
 
 
+def split_linkage(text: str) -> tuple[str, str]:
+    """``NAME=MEMBERS[#LINKAGE]`` -> ``(NAME=MEMBERS, LINKAGE)``; LINKAGE mean (default) or multicut."""
+    body, sep, linkage = text.partition("#")
+    if not sep:
+        return text, "mean"
+    if linkage not in ("mean", "multicut"):
+        raise SystemExit(f"--candidate {text!r}: #{linkage} must be #mean or #multicut")
+    return body, linkage
+
+
 def perturbed(bnd: np.ndarray, seed: int) -> np.ndarray:
     """`bnd` (multiples of 1/255) with independent per-voxel changes of -1, 0 or +1 / 255."""
     if seed == 0:
@@ -88,29 +100,37 @@ def perturbed(bnd: np.ndarray, seed: int) -> np.ndarray:
 
 
 def grid_scores(
-    bnd: np.ndarray, truth: np.ndarray, sp: tuple[float, ...], z: slice = TUNE
+    bnd: np.ndarray,
+    truth: np.ndarray,
+    sp: tuple[float, ...],
+    z: slice = TUNE,
+    linkage: str = "mean",
 ) -> list[dict[str, Any]]:
     """Scores (and objective) on the crop `z` (`truth` = the truth there) of every joint-grid
-    setting on one boundary map."""
+    setting on one boundary map, agglomerating with `linkage`."""
     graphs = {}
     for k, sv in enumerate(SUPERVOXEL_GRID):
         if sv["seeds"] == "distance":
             frag = supervoxels(bnd, spacing=sp, **sv)
             graphs[k] = (frag, region_adjacency_graph(frag, bnd))
-    return [{**row, "objective": criterion(row)} for row in joint_grid(graphs, truth, z, sp)]
+    rows = joint_grid(graphs, truth, z, sp, linkage)
+    return [{**row, "objective": criterion(row)} for row in rows]
 
 
 _STATE: dict[str, Any] = {}
 
 
-def _set_state(bnd: np.ndarray, truth: np.ndarray, sp: tuple[float, ...], z: slice) -> None:
-    """The map, truth, spacing and crop of one candidate (each worker process's initializer)."""
-    _STATE.update(bnd=bnd, truth=truth, sp=sp, z=z)
+def _set_state(
+    bnd: np.ndarray, truth: np.ndarray, sp: tuple[float, ...], z: slice, linkage: str = "mean"
+) -> None:
+    """The map, truth, spacing, crop and linkage of one candidate (each worker's initializer)."""
+    _STATE.update(bnd=bnd, truth=truth, sp=sp, z=z, linkage=linkage)
 
 
 def _grid_of_copy(seed: int) -> list[dict[str, Any]]:
     """The grid on copy `seed` of the map in ``_STATE``."""
-    return grid_scores(perturbed(_STATE["bnd"], seed), _STATE["truth"], _STATE["sp"], _STATE["z"])
+    return grid_scores(perturbed(_STATE["bnd"], seed), _STATE["truth"], _STATE["sp"], _STATE["z"],
+                       _STATE["linkage"])  # fmt: skip
 
 
 def grids_of_copies(
@@ -122,6 +142,7 @@ def grids_of_copies(
     z: slice = TUNE,
     jobs: int = 1,
     mp_context: Any = None,
+    linkage: str = "mean",
 ) -> list[list[dict[str, Any]]]:
     """:func:`grid_scores` of the map and its copies ``1 .. copies - 1`` on the crop `z`.
 
@@ -130,12 +151,12 @@ def grids_of_copies(
     ``multiprocessing.get_context("spawn")``; default: the platform's).
     """
     if jobs <= 1:
-        return [grid_scores(perturbed(bnd, s), truth, sp, z) for s in range(copies)]
+        return [grid_scores(perturbed(bnd, s), truth, sp, z, linkage) for s in range(copies)]
     with ProcessPoolExecutor(
         max_workers=jobs,
         mp_context=mp_context,
         initializer=_set_state,
-        initargs=(bnd, truth, sp, z),
+        initargs=(bnd, truth, sp, z, linkage),
     ) as pool:
         return list(pool.map(_grid_of_copy, range(copies)))
 
@@ -143,7 +164,7 @@ def grids_of_copies(
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--candidate", action="append", required=True,
-                   help="NAME=MODEL:PLANES[:ft][@W][+...]; simplest first (ties go to it)")  # fmt: skip
+                   help="NAME=MODEL:PLANES[:ft][@W][+...][#multicut]; simplest first (ties go to it)")  # fmt: skip
     p.add_argument("--perturb", type=int, default=4, help="maps per candidate (1 = no copies)")
     p.add_argument("--tie", type=float, default=0.01)
     p.add_argument("--jobs", type=int, default=1, help="processes for the map copies")
@@ -158,7 +179,8 @@ def main() -> None:
     results: dict[str, Any] = {"perturb": args.perturb, "tune": "z 60-79", "candidates": {}}
     best: tuple[float, int] | None = None  # (mean objective, candidate index)
     for ci, text in enumerate(args.candidate):
-        name, members = parse_candidate(text)
+        body, linkage = split_linkage(text)
+        name, members = parse_candidate(body)
         t0 = time.perf_counter()
         models = [load_model(m["model"]) for m in members]
         bnd = cached_deep_map(models, image, [m["planes"] for m in members], tta=True,
@@ -166,11 +188,11 @@ def main() -> None:
                               weights=[m["weight"] for m in members], cache=args.cache)  # fmt: skip
         t_map = time.perf_counter() - t0
         print(f"{name}: map in {t_map:.0f} s", flush=True)
-        per_map = grids_of_copies(bnd, truth, sp, args.perturb, jobs=args.jobs)
+        per_map = grids_of_copies(bnd, truth, sp, args.perturb, jobs=args.jobs, linkage=linkage)
         rows = []
         for i, row in enumerate(per_map[0]):
             objs = [pm[i]["objective"] for pm in per_map]
-            rows.append({**{k: row[k] for k in ("merge_small_nm3", "threshold")},
+            rows.append({**{k: row[k] for k in ("merge_small_nm3", "threshold")}, "linkage": linkage,
                          "supervoxels": SUPERVOXEL_GRID[row["k"]], "k": row["k"],
                          "objective_mean": float(np.mean(objs)), "objectives": objs,
                          "scores": [{k: pm[i][k] for k in ("adapted_rand_error_cremi",
@@ -178,7 +200,7 @@ def main() -> None:
                                     for pm in per_map]})  # fmt: skip
         top = min(range(len(rows)), key=lambda i: rows[i]["objective_mean"])
         results["candidates"][name] = {
-            "members": members, "map_seconds": round(t_map, 1),
+            "members": members, "linkage": linkage, "map_seconds": round(t_map, 1),
             "grid_seconds": round(time.perf_counter() - t0 - t_map, 1),
             "best": rows[top], "rows": rows,
         }  # fmt: skip

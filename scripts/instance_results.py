@@ -103,6 +103,9 @@ MERGE_SMALL_NM3 = (0.0, 3e5, 5e5, 7e5, 1e6, 1.5e6, 2e6)
 #: ``--merge-small joint`` (FlyEM, mean edges): supervoxels (the distance-seed settings of
 #: SUPERVOXEL_GRID), threshold and clean-up size chosen together on the tuning crop.
 JOINT_THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.30, 0.61, 0.05))
+#: Multicut thresholds (session 8): its objective changes faster with the threshold than the
+#: mean's (z 60-79: 1.013 / 0.986 / 1.301 at 0.35 / 0.40 / 0.45), so a finer, narrower grid.
+MULTICUT_THRESHOLDS = tuple(round(t, 3) for t in np.arange(0.30, 0.501, 0.025))
 JOINT_MERGE_SMALL_NM3 = (0.0, 5e5, 7e5, 1e6, 1.5e6)
 
 
@@ -395,22 +398,29 @@ def merge_small_voxels(size_nm3: float, spacing: tuple[float, ...]) -> int:
 
 
 def joint_grid(
-    graphs: dict[int, Any], truth: np.ndarray, z: slice, spacing: tuple[float, ...]
+    graphs: dict[int, Any],
+    truth: np.ndarray,
+    z: slice,
+    spacing: tuple[float, ...],
+    linkage: str = "mean",
 ) -> list[dict[str, Any]]:
     """Scores on the crop `z` (`truth` = the truth there) of every joint-grid setting.
 
     `graphs` maps an index of ``SUPERVOXEL_GRID`` to its ``(fragments, rag)``; every
     distance-seed setting is tried with each clean-up size ``JOINT_MERGE_SMALL_NM3`` and
-    mean threshold ``JOINT_THRESHOLDS`` (rows: ``k``, ``merge_small_nm3``, ``threshold``, scores).
+    threshold (``JOINT_THRESHOLDS`` for the mean linkage, ``MULTICUT_THRESHOLDS`` for
+    ``linkage="multicut"``); rows: ``k``, ``merge_small_nm3``, ``threshold``, scores.
     """
+    thresholds = MULTICUT_THRESHOLDS if linkage == "multicut" else JOINT_THRESHOLDS
     rows = []
     for k, n_nm3, t in itertools.product(
-        range(len(SUPERVOXEL_GRID)), JOINT_MERGE_SMALL_NM3, JOINT_THRESHOLDS
+        range(len(SUPERVOXEL_GRID)), JOINT_MERGE_SMALL_NM3, thresholds
     ):
         if SUPERVOXEL_GRID[k]["seeds"] != "distance":
             continue
         frag, rag = graphs[k]
-        agg = agglomerate_graph(rag, threshold=t, merge_small=merge_small_voxels(n_nm3, spacing))
+        agg = agglomerate_graph(rag, threshold=t, merge_small=merge_small_voxels(n_nm3, spacing),
+                                linkage=linkage)  # type: ignore[arg-type]  # fmt: skip
         seg = agg.lookup(int(frag.max()))[frag[z]]
         rows.append({"k": k, "merge_small_nm3": n_nm3, "threshold": t, **scores(truth, seg)})
     return rows

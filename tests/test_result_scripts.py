@@ -58,6 +58,15 @@ def test_parse_candidate():
             choose_flyem_chain.parse_candidate(text)
 
 
+def test_split_linkage():
+    split = choose_flyem_chain.split_linkage
+    assert split("M=a:3+runs/b:1#multicut") == ("M=a:3+runs/b:1", "multicut")
+    assert split("B=a:3+runs/b:1") == ("B=a:3+runs/b:1", "mean")
+    assert split("B=a:3#mean") == ("B=a:3", "mean")
+    with pytest.raises(SystemExit):
+        split("B=a:3#gasp")
+
+
 def test_member_flags_round_trip_through_the_chooser_syntax():
     _, members = choose_flyem_chain.parse_candidate("F=a:3:ft@2+b:1+c:1:ft@0.25")
     flags = [apply_flyem_choice.member_flag(m) for m in members]
@@ -142,6 +151,12 @@ def test_preset_meta_writes_a_loadable_preset_with_the_choice(tmp_path):
     assert dims == [2, 3]
     assert "boundaries-fibsem-3d" in meta["description"]
     assert "weighted mean" in meta["description"]
+    assert "mean agglomeration" in meta["description"]
+    assert "linkage" not in meta["instances"]["agglomeration"]  # the mean: as before session 8
+    multicut = apply_flyem_choice.preset_meta(base, {**choice, "linkage": "multicut"}, "cmd")
+    (tmp_path / "preset.json").write_text(json.dumps(multicut))
+    assert load_preset(tmp_path).instances["agglomeration"]["linkage"] == "multicut"
+    assert "multicut agglomeration" in multicut["description"]
     weights = [r.get("weight") for r in meta["training"]["boundary"]["members"]]
     assert weights == [None, 0.5]
 
@@ -177,17 +192,22 @@ def test_joint_grid_rows_match_hand_computed_merges():
     rag = region_adjacency_graph(frag, bnd)
     distance = [k for k, sv in enumerate(instance_results.SUPERVOXEL_GRID)
                 if sv["seeds"] == "distance"]  # fmt: skip
-    rows = instance_results.joint_grid(
-        {k: (frag, rag) for k in distance}, truth, slice(0, 2), (40.0, 40.0, 40.0)
-    )
-    assert len(rows) == len(distance) * len(instance_results.JOINT_MERGE_SMALL_NM3) * len(
-        instance_results.JOINT_THRESHOLDS
-    )
-    for r in rows:
-        split = r["threshold"] < 0.33 and r["merge_small_nm3"] < 1.5e6
-        assert r["voi_split"] == pytest.approx(0.5 if split else 0.0, abs=1e-4), r
-        assert r["voi_merge"] == pytest.approx(0.0, abs=1e-4), r
-        assert (r["adapted_rand_error_cremi"] > 0.1) == split, r
+    # the multicut linkage agrees here: 1|2 attracts exactly when the threshold is above 0.33
+    grids = {"mean": instance_results.JOINT_THRESHOLDS,
+             "multicut": instance_results.MULTICUT_THRESHOLDS}  # fmt: skip
+    for linkage, thresholds in grids.items():
+        rows = instance_results.joint_grid(
+            {k: (frag, rag) for k in distance}, truth, slice(0, 2), (40.0, 40.0, 40.0), linkage
+        )
+        assert len(rows) == len(distance) * len(instance_results.JOINT_MERGE_SMALL_NM3) * len(
+            thresholds
+        )
+        assert sorted({r["threshold"] for r in rows}) == sorted(thresholds)
+        for r in rows:
+            split = r["threshold"] < 0.33 and r["merge_small_nm3"] < 1.5e6
+            assert r["voi_split"] == pytest.approx(0.5 if split else 0.0, abs=1e-4), r
+            assert r["voi_merge"] == pytest.approx(0.0, abs=1e-4), r
+            assert (r["adapted_rand_error_cremi"] > 0.1) == split, r
 
 
 def test_tune_presets_candidates_and_size_filter():
