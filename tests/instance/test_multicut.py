@@ -118,6 +118,27 @@ def test_equals_brute_force_gaec_and_is_locally_optimal(seed):
     )
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_equals_bioimage_cpp_greedy_additive_multicut(seed):
+    import bioimage_cpp as bic
+
+    rng = np.random.default_rng(seed)
+    frag = rng.integers(1, 300, size=(10, 30, 30))
+    rag = region_adjacency_graph(frag, rng.random(frag.shape))
+    n = int(rag.nodes.max()) + 1
+    graph = bic.graph.UndirectedGraph.from_edges(n, rag.edges.astype(np.uint64))
+    counts = []
+    for t in (0.4, 0.5, 0.6):
+        w = multicut_costs(rag.features["sum"] / rag.features["count"], rag.features["count"], t)
+        objective = bic.graph.multicut.MulticutObjective(graph, w)
+        ref = np.asarray(bic.graph.multicut.GreedyAdditiveMulticut().optimize(objective))
+        got = agglomerate_graph(rag, threshold=t, linkage="multicut").lookup(n - 1)
+        ref_part = _partition(np.where(np.isin(np.arange(n), rag.nodes), ref + 1, 0))
+        assert _partition(got) == ref_part
+        counts.append(int(got.max()))
+    assert counts[0] > counts[1] > 1  # a lower threshold keeps more segments; not trivial
+
+
 def test_merge_small_after_multicut_uses_the_mean():
     # 1|2 repulsive (0.6), 2|3 repulsive (0.7): multicut merges nothing; the 2-voxel segment 2
     # then joins 1 (mean 0.6 < 0.7)
