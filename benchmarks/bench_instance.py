@@ -17,7 +17,11 @@
   (``agglomerate_blockwise`` with the engine's default 2**21-voxel blocks,
   and as one block): the time of each pass (edges table, agglomeration,
   relabel; fragments computed blockwise too), and whether it equals the
-  in-memory chain (``boundary_graph`` + ``agglomerate_graph``).
+  in-memory chain (``boundary_graph`` + ``agglomerate_graph``). Multicut on
+  the same graph: emseg's greedy additive edge contraction
+  (``linkage="multicut"``) against bioimage-cpp's ``GreedyAdditiveMulticut``
+  on the same costs (time ratio, same partition?), and the energy that
+  bioimage-cpp's Kernighan-Lin refinement reaches from there.
 - Real-data results (docs/instance.md): gala FIB-SEM (parameters tuned on
   its train volume, scored on its test volume) and the snemi3d_mini
   fragments agglomerated on their shipped boundary map (a smoke check).
@@ -246,6 +250,46 @@ def bench_flyem() -> dict:
         "train z 0-79 at best": train[best],
         "validation z 80-124": val,
         "blockwise agglomeration (one global graph)": blockwise,
+        "multicut (threshold 0.5) vs bioimage-cpp": multicut_vs_bioimage(rag, 0.5),
+    }
+
+
+def multicut_vs_bioimage(rag, threshold: float, repeats: int = 3) -> dict:
+    """emseg's GAEC against bioimage-cpp's on the same costs (best of `repeats` each)."""
+    import bioimage_cpp as bic
+
+    from emseg.instance import agglomerate_graph
+    from emseg.instance._agglomerate import multicut_costs
+
+    n = int(rag.nodes.max()) + 1
+    w = multicut_costs(
+        rag.features["sum"] / rag.features["count"], rag.features["count"], threshold
+    )
+    mc = bic.graph.multicut
+
+    def theirs():
+        graph = bic.graph.UndirectedGraph.from_edges(n, rag.edges.astype(np.uint64))
+        objective = mc.MulticutObjective(graph, w)
+        return objective, np.asarray(mc.GreedyAdditiveMulticut().optimize(objective))
+
+    t_ours = min(timed(lambda: agglomerate_graph(rag, threshold=threshold, linkage="multicut"))[0]
+                 for _ in range(repeats))  # fmt: skip
+    t_theirs = min(timed(theirs)[0] for _ in range(repeats))
+    ours = agglomerate_graph(rag, threshold=threshold, linkage="multicut").lookup(n - 1)
+    objective, ref = theirs()
+    pairs = {(int(a), int(b)) for a, b in zip(ours[rag.nodes], ref[rag.nodes], strict=True)}
+    same = len(pairs) == len({a for a, _ in pairs}) == len({b for _, b in pairs})
+    kl = mc.ChainedMulticutSolvers([mc.GreedyAdditiveMulticut(), mc.KernighanLinMulticut()])
+    t_kl, kl_labels = timed(lambda: np.asarray(kl.optimize(objective)))
+    return {
+        "emseg s": t_ours,
+        "bioimage-cpp s": t_theirs,
+        "emseg / bioimage-cpp time": t_ours / t_theirs,
+        "same partition": same,
+        "segments": int(ours.max()),
+        "energy GAEC": float(objective.energy(ref)),
+        "energy GAEC + Kernighan-Lin (bioimage-cpp)": float(objective.energy(kl_labels)),
+        "Kernighan-Lin s": t_kl,
     }
 
 
