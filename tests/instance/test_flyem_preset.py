@@ -120,7 +120,7 @@ def test_shipped_preset_segments_a_flyem_test_crop(data_root):
         members = [
             Member(
                 load_deep_model(path), planes=m["planes"], tta=m["tta"], weight=m.get("weight", 1.0)
-            )  # fmt: skip
+            )
             for m, path in zip(preset.members, preset.model_paths(), strict=True)
         ]
         probs = predict_members(members, image)  # one member: that model's predict_image
