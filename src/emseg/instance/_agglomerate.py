@@ -159,8 +159,10 @@ def agglomerate_graph(
         larger and clearer faces. The pair with the largest cost merges first
         and the costs of the merged region's faces add, until no cost is
         positive: greedy additive edge contraction (GAEC, Keuper et al. 2015),
-        the usual multicut approximation (GASP's sum linkage; ``beta`` of
-        elf / nifty edge costs is ``1 - t``). A large face of moderately low
+        the usual multicut approximation (GASP's sum linkage). These are
+        elf's edge costs with ``beta = 1 - t`` and weighting "all", except
+        that elf maps ``p`` affinely into [1e-3, 1 - 1e-3] where this clips
+        (a change of at most 1e-3 in ``p``). A large face of moderately low
         boundary thus outweighs a small one of very low boundary, and several
         weak faces together can hold two regions apart.
     size_exponent : float, default 1
