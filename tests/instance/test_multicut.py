@@ -232,3 +232,18 @@ def test_ties_merge_the_smaller_pair_first():
     assert res.segment.tolist() == [1, 1, 2]
     assert [tuple(map(int, m[:2])) for m in res.merges] == [(1, 2)]
     assert list(itertools.islice(res.merges[:, 2], 1)) == pytest.approx([math.log(4)])
+
+
+def test_segment_list_names_the_linkage(tmp_path):
+    from emseg.cli._segment import _agglomeration_note, list_lines
+    from emseg.presets._preset import parse_preset
+
+    base = {"edges": "mean", "threshold": 0.3, "edge_classifier": None}
+    mean = parse_preset(_preset_doc(base), tmp_path / "p")
+    multicut = parse_preset(_preset_doc({**base, "linkage": "multicut"}), tmp_path / "p")
+    assert _agglomeration_note(mean) == " (mean linkage, threshold 0.3)"
+    assert _agglomeration_note(multicut) == " (multicut linkage, threshold 0.3)"
+    # the shipped neuron preset, whatever its linkage, shows it on its instances line
+    shipped = [line for line in list_lines() if line.startswith("  instances   agglomerate")]
+    assert len(shipped) == 1
+    assert "linkage, threshold" in shipped[0]

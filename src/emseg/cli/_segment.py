@@ -88,10 +88,18 @@ def list_lines() -> list[str]:
             f"{p.name}: {p.description}",
             f"  segments    {p.target}",
             *model,
-            f"  instances   {p.method}",
+            f"  instances   {p.method}{_agglomeration_note(p)}",
             f"  validation  {_scores(p.scores)}  ({where})",
         ]
     return lines
+
+
+def _agglomeration_note(p: Any) -> str:
+    """`` (LINKAGE linkage, threshold T)`` for an agglomerate preset, else empty."""
+    agg = p.instances.get("agglomeration") if p.method == "agglomerate" else None
+    if not isinstance(agg, dict):
+        return ""
+    return f" ({agg.get('linkage', 'mean')} linkage, threshold {agg['threshold']:g})"
 
 
 def _prediction_lines(kind: str, prediction: dict[str, Any]) -> list[str]:
