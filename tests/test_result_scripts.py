@@ -261,3 +261,10 @@ def test_chooser_grids_are_the_same_in_spawned_workers():
     )
     assert spawned == here
     assert min(r["objective"] for r in here[0]) == pytest.approx(0.0, abs=1e-6)
+    # the linkage reaches the workers too: multicut rows on its own threshold grid
+    kw = {"z": slice(2, 6), "linkage": "multicut"}
+    multicut = choose_flyem_chain.grids_of_copies(bnd, truth[2:6], sp, 2, **kw)
+    assert {r["threshold"] for r in multicut[0]} == set(instance_results.MULTICUT_THRESHOLDS)
+    spawn = multiprocessing.get_context("spawn")
+    assert choose_flyem_chain.grids_of_copies(bnd, truth[2:6], sp, 2, jobs=2, mp_context=spawn,
+                                              **kw) == multicut  # fmt: skip
