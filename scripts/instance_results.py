@@ -283,7 +283,7 @@ def cached_deep_map(
     if plain:
         out = deep_boundary_map(models, image, planes, tta=ttas[0])
     else:
-        from emseg.semantic.deep._ensemble import weighted_add, weighted_mean
+        from emseg.semantic.deep._infer import weighted_add, weighted_mean
 
         acc = None
         for model, pl, t, w in zip(models, planes, ttas, weights, strict=True):

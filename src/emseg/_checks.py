@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from typing import Any, TypeAlias
+from typing import Any, Literal, TypeAlias
 
 import numpy as np
 
@@ -14,6 +14,32 @@ SpacingLike: TypeAlias = float | int | Sequence[float] | np.ndarray | None
 """A voxel size in nm: one number for every axis, or one number per axis (z, y, x)."""
 
 Spacing: TypeAlias = tuple[float, ...]
+
+
+#: Test-time augmentation: ``False`` (none), ``True`` or ``"flips"`` (all flips of the
+#: network's spatial axes: 4 in 2D, 8 in 3D), ``"flips+transpose"`` (those flips of the
+#: input and of its y <-> x transpose: 8 in 2D, the dihedral group of the square; 16 in 3D).
+TTA = bool | Literal["flips", "flips+transpose"]
+
+
+def tta_mode(tta: Any) -> Literal["off", "flips", "flips+transpose"]:
+    """The test-time augmentation `tta` names: ``"off"``, ``"flips"`` or ``"flips+transpose"``.
+
+    Raises
+    ------
+    EmsegValueError
+        For anything but False, True, "flips" or "flips+transpose".
+    """
+    if tta is False:
+        return "off"
+    if tta is True or tta == "flips":
+        return "flips"
+    if tta == "flips+transpose":
+        return "flips+transpose"
+    raise EmsegValueError(
+        f"`tta` must be False, True (= 'flips': all flips of the spatial axes) or "
+        f"'flips+transpose' (those flips and the y <-> x transpose); got {tta!r}."
+    )
 
 
 def is_positive_number(value: Any) -> bool:

@@ -6,6 +6,7 @@ import argparse
 from collections.abc import Sequence
 from typing import Any
 
+from emseg._checks import tta_mode
 from emseg.cli._common import (
     add_command,
     add_execution,
@@ -115,10 +116,8 @@ def _prediction_lines(kind: str, prediction: dict[str, Any]) -> list[str]:
 def _how(planes: int, tta: Any) -> str:
     """``planes N (...), tta on|off`` for one deep model."""
     views = "(xy, zx and zy planes, averaged)" if planes == 3 else "(as trained)"
-    if tta == "flips+transpose":
-        how = "on (test-time flips and y/x transpose)"
-    else:  # true / "flips" / false (the preset file is checked when it is read)
-        how = "on (test-time flips)" if tta else "off"
+    how = {"off": "off", "flips": "on (test-time flips)",
+           "flips+transpose": "on (test-time flips and y/x transpose)"}[tta_mode(tta)]  # fmt: skip
     return f"planes {planes} {views}, tta {how}"
 
 

@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from emseg._checks import check_choice, parse_spacing
+from emseg._checks import check_choice, is_positive_number, parse_spacing
 from emseg.errors import EmsegValueError
 from emseg.instance._rag import RegionAdjacencyGraph, region_adjacency_graph
 from emseg.instance._validate import (
@@ -189,19 +189,14 @@ def agglomerate_graph(
     """
     t = check_threshold(threshold, name="threshold")
     small = _check_merge_small(merge_small)
-    check_choice(linkage, LINKAGES, name="linkage")
-    if linkage == "multicut":
-        if not 0.0 < t < 1.0:
-            raise EmsegValueError(
-                f"`threshold` must lie strictly between 0 and 1 for linkage='multicut' (faces "
-                f"with a mean boundary below it attract, above it repel); got {threshold!r}."
-            )
-        if isinstance(size_exponent, bool) or not (
-            isinstance(size_exponent, int | float) and 0 <= size_exponent < float("inf")
-        ):
-            raise EmsegValueError(
-                f"`size_exponent` must be a number >= 0 (0: faces weigh alike); got {size_exponent!r}."
-            )
+    check_linkage(linkage, t)
+    exponent_ok = is_positive_number(size_exponent) or (
+        size_exponent == 0 and not isinstance(size_exponent, bool)
+    )
+    if linkage == "multicut" and not exponent_ok:
+        raise EmsegValueError(
+            f"`size_exponent` must be a number >= 0 (0: faces weigh alike); got {size_exponent!r}."
+        )
     edges = rag.edges
     count = rag.features["count"]
     if edge_weights is None:
@@ -240,6 +235,22 @@ def agglomerate_graph(
             u, v = (keep, n) if keep < n else (n, keep)
             heapq.heappush(heap, (st[0] / st[1], u, v))
     return _finish(rag, adj, parent, size, small, merges)
+
+
+def check_linkage(linkage: Any, threshold: float) -> None:
+    """`linkage` is "mean" or "multicut", and a multicut threshold lies strictly inside (0, 1).
+
+    Raises
+    ------
+    EmsegValueError
+        Naming the allowed values.
+    """
+    check_choice(linkage, LINKAGES, name="linkage")
+    if linkage == "multicut" and not 0.0 < threshold < 1.0:
+        raise EmsegValueError(
+            f"`threshold` must lie strictly between 0 and 1 for linkage='multicut' (faces "
+            f"with a mean boundary below it attract, above it repel); got {threshold!r}."
+        )
 
 
 def multicut_costs(

@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from emseg._checks import check_choice, check_label_dtype
+from emseg._checks import check_label_dtype
 from emseg.blockwise import (
     Blocking,
     Journal,
@@ -59,8 +59,9 @@ from emseg.blockwise import (
 from emseg.blockwise import as_inputs as _normalize_inputs
 from emseg.errors import EmsegTypeError, EmsegValueError
 from emseg.instance._agglomerate import (
-    LINKAGES,
+    Linkage,
     agglomerate_graph,
+    check_linkage,
     merge_small_voxels,
     supervoxels,
 )
@@ -495,7 +496,7 @@ def agglomerate_blockwise(
     threshold: float,
     edge_classifier: Any = None,
     merge_small_nm3: float | None = None,
-    linkage: str = "mean",
+    linkage: Linkage = "mean",
     spacing: Any = None,
     seeds: str = "minima",
     sigma_nm: float | None = None,
@@ -574,11 +575,7 @@ def agglomerate_blockwise(
             f"`boundary` must be a float map in [0, 1] or uint8 levels; got dtype {bnd_dtype}."
         )
     small = merge_small_voxels(merge_small_nm3, spacing=sp, ndim=ndim)
-    check_choice(linkage, LINKAGES, name="linkage")
-    if linkage == "multicut" and not 0.0 < t < 1.0:
-        raise EmsegValueError(
-            f"`threshold` must lie strictly between 0 and 1 for linkage='multicut'; got {t!r}."
-        )
+    check_linkage(linkage, t)
     clf, clf_name = _load_classifier(edge_classifier)
     if fragments is not None:
         frag_arrays, _ = _normalize_inputs(fragments)
@@ -666,7 +663,7 @@ def agglomerate_blockwise(
             threshold=t,
             edge_weights=weights,
             merge_small=small,
-            linkage=linkage,  # type: ignore[arg-type]
+            linkage=linkage,
         )
         seconds["agglomerate"] = time.perf_counter() - t0
         log.info(

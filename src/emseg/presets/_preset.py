@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from emseg._checks import is_positive_number
-from emseg.errors import DatasetNotFoundError, FormatError
+from emseg._checks import is_positive_number, tta_mode
+from emseg.errors import DatasetNotFoundError, EmsegValueError, FormatError
 
 FORMAT = "emseg.preset"
 FORMAT_VERSION = 1
@@ -172,7 +172,6 @@ def _member_entry(doc: dict[str, Any]) -> dict[str, Any]:
 
 
 MEMBER_KEYS = ("model", "planes", "tta", "weight")
-TTA_VALUES = (False, True, "flips", "flips+transpose")
 
 
 def _check_planes_tta(d: dict[str, Any], where: Path, field: str) -> None:
@@ -183,11 +182,13 @@ def _check_planes_tta(d: dict[str, Any], where: Path, field: str) -> None:
             f"got {planes!r}."
         )
     tta = d.get("tta", False)
-    if not any(tta is v if isinstance(v, bool) else tta == v for v in TTA_VALUES):
+    try:
+        tta_mode(tta)
+    except EmsegValueError:
         raise FormatError(
             f'{str(where)!r}: `{field}.tta` must be false, true (test-time flips), "flips" '
             f'or "flips+transpose" (flips and the y <-> x transpose); got {tta!r}.'
-        )
+        ) from None
 
 
 def _check_members(pred: dict[str, Any], where: Path) -> None:

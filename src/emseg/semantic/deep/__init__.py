@@ -39,7 +39,6 @@ from emseg.semantic.deep._ensemble import (
     predict_triplanar,
 )
 from emseg.semantic.deep._infer import (
-    TTA_MODES,
     Predictor,
     class_map,
     effective_tile,
@@ -74,7 +73,6 @@ from emseg.semantic.deep._tiling import (
 from emseg.semantic.deep._train import TrainResult, evaluate, lr_factor, plot_curves, train
 
 __all__ = [
-    "TTA_MODES",
     "AugmentConfig",
     "ConfigError",
     "DataConfig",

@@ -16,9 +16,15 @@ from typing import Any
 
 import numpy as np
 
-from emseg._checks import is_positive_number
+from emseg._checks import TTA, is_positive_number, tta_mode
 from emseg.errors import EmsegValueError
-from emseg.semantic.deep._infer import TTA, Precision, plane_orientations, predict_image, tta_mode
+from emseg.semantic.deep._infer import (
+    Precision,
+    plane_orientations,
+    predict_image,
+    weighted_add,
+    weighted_mean,
+)
 from emseg.semantic.deep._model import Model
 
 
@@ -166,22 +172,6 @@ def predict_members(
         acc = weighted_add(acc, p, m.weight)
     assert acc is not None
     return weighted_mean(acc, [m.weight for m in ms])
-
-
-def weighted_add(acc: np.ndarray | None, p: np.ndarray, weight: float) -> np.ndarray:
-    """``acc + weight * p`` in float32, in place into `acc` (`p` itself, or ``weight * p``,
-    when `acc` is None): the running sum of :func:`predict_members`."""
-    if weight != 1:
-        p = np.multiply(p, np.float32(weight), out=p)
-    return p if acc is None else np.add(acc, p, out=acc)
-
-
-def weighted_mean(acc: np.ndarray, weights: Sequence[float]) -> np.ndarray:
-    """`acc` (``sum(w_i p_i)``) divided in place by ``sum(w_i)`` (nothing for one weight 1)."""
-    total = float(sum(weights))
-    if len(weights) > 1 or total != 1:
-        acc /= np.float32(total)
-    return acc
 
 
 def predict_ensemble(models: Sequence[Model], image: Any, **kwargs: Any) -> np.ndarray:

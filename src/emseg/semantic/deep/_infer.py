@@ -22,7 +22,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from emseg._checks import check_choice
+from emseg._checks import TTA, check_choice, tta_mode
 from emseg.errors import EmsegValueError
 from emseg.semantic.deep._model import Model
 from emseg.semantic.deep._tiling import (
@@ -37,31 +37,6 @@ log = logging.getLogger(__name__)
 
 OutputDtype = Literal["float16", "uint8", "float32"]
 Precision = Literal["fp32", "bf16"]
-#: Test-time augmentation: ``False`` (none), ``True`` or ``"flips"`` (all flips of the
-#: network's spatial axes: 4 in 2D, 8 in 3D), ``"flips+transpose"`` (those flips of the
-#: input and of its y <-> x transpose: 8 in 2D, the dihedral group of the square; 16 in 3D).
-TTA = bool | Literal["flips", "flips+transpose"]
-TTA_MODES = (False, True, "flips", "flips+transpose")
-
-
-def tta_mode(tta: Any) -> Literal["off", "flips", "flips+transpose"]:
-    """The test-time augmentation `tta` names: ``"off"``, ``"flips"`` or ``"flips+transpose"``.
-
-    Raises
-    ------
-    EmsegValueError
-        For anything but False, True, "flips" or "flips+transpose".
-    """
-    if tta is False:
-        return "off"
-    if tta is True or tta == "flips":
-        return "flips"
-    if tta == "flips+transpose":
-        return "flips+transpose"
-    raise EmsegValueError(
-        f"`tta` must be False, True (= 'flips': all flips of the spatial axes) or "
-        f"'flips+transpose' (those flips and the y <-> x transpose); got {tta!r}."
-    )
 
 
 def _lift(shape: Sequence[int]) -> tuple[int, ...]:
@@ -603,6 +578,22 @@ def prediction_block_shape(
     return tuple(out)
 
 
+def weighted_add(acc: np.ndarray | None, p: np.ndarray, weight: float) -> np.ndarray:
+    """``acc + weight * p`` in float32, in place into `acc` (`p` itself, or ``weight * p``,
+    when `acc` is None): the running sum of an ensemble's members, in memory and blockwise."""
+    if weight != 1:
+        p = np.multiply(p, np.float32(weight), out=p)
+    return p if acc is None else np.add(acc, p, out=acc)
+
+
+def weighted_mean(acc: np.ndarray, weights: Sequence[float]) -> np.ndarray:
+    """`acc` (``sum(w_i p_i)``) divided in place by ``sum(w_i)`` (nothing for one weight 1)."""
+    total = float(sum(weights))
+    if len(weights) > 1 or total != 1:
+        acc /= np.float32(total)
+    return acc
+
+
 class _TileTask:
     """One block: predict the global tiles touching its write region, write probs (+ classes).
 
@@ -633,8 +624,6 @@ class _TileTask:
         flat = len(self.image.shape) == 2
         begin = (0, *roi.begin) if flat else roi.begin
         end = (1, *roi.end) if flat else roi.end
-        from emseg.semantic.deep._ensemble import weighted_add, weighted_mean
-
         probs: np.ndarray | None = None
         for predictor, tiles, weight in self.parts:
             p = predict_planes(
