@@ -16,8 +16,14 @@ config.json), log.csv / log.json, curves.png and checkpoints/ (last, best).
   emseg train configs/membranes-2d.yaml runs/membranes --resume   # after a kill
 
 --resume continues from OUT/checkpoints/last exactly (weights, optimiser,
-schedule, random state, step). Transfer learning: `init_from: MODEL` (a
-shipped name or a model folder) and `freeze_encoder: true` in the config.
+schedule, random state, step). On a machine with a CUDA GPU the network trains
+there (--device auto); --workers N draws and augments batches in N processes,
+which a GPU needs to stay busy:
+
+  emseg train configs/boundaries-fibsem-3d-gpu.yaml runs/b3d --workers 12
+
+Transfer learning: `init_from: MODEL` (a shipped name or a model folder) and
+`freeze_encoder: true` in the config.
 """
 
 
@@ -35,6 +41,19 @@ def register(sub: Any) -> None:
         help="checkpoint and stop at this step (continue later with --resume)",
     )
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
+    p.add_argument(
+        "--device",
+        default="auto",
+        help="auto (a CUDA GPU when PyTorch sees one, else the CPU), cpu, cuda or cuda:N",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        metavar="N",
+        help="draw and augment batches in N worker processes (0: in this process); "
+        "any N >= 1 gives the same run",
+    )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     add_overwrite(p)
     p.set_defaults(func=run)
@@ -62,6 +81,8 @@ def run(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         progress=not args.no_progress,
         stop_after=args.stop_after,
+        device=args.device,
+        workers=args.workers,
     )
     scores = ", ".join(f"{k}={v:.4f}" for k, v in res.best.items())
     last = res.history[-1]["loss"] if res.history else float("nan")

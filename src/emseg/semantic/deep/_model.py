@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from emseg.errors import DatasetNotFoundError, FormatError, OutputExistsError
+from emseg.errors import DatasetNotFoundError, EmsegValueError, FormatError, OutputExistsError
 from emseg.semantic.deep._config import TrainConfig, from_dict
 from emseg.semantic.deep._data import Intensity
 from emseg.semantic.deep._networks import UNet, anisotropic_plan, isotropic_plan
@@ -203,6 +203,32 @@ class Model:
         net.eval()
         intensity = Intensity(**meta["intensity"])
         return cls(net, config, spacing, intensity, dict(meta.get("provenance", {})))
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """The torch device that `device` names: "auto" (CUDA when PyTorch sees a GPU, else the
+    CPU), "cpu", "cuda" or "cuda:N"; anything else, or a GPU that is not there, is refused."""
+    name = "auto" if device is None else str(device)
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, ValueError):
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda"):
+        raise EmsegValueError(f"`device` must be 'auto', 'cpu', 'cuda' or 'cuda:N'; got {name!r}.")
+    if dev.type == "cuda":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0:
+            raise EmsegValueError(
+                f"`device` {name!r}: PyTorch sees no CUDA GPU here (this torch build or machine "
+                "has none); use device 'cpu' or 'auto'."
+            )
+        if dev.index is not None and dev.index >= n:
+            raise EmsegValueError(
+                f"`device` {name!r}: PyTorch sees {n} CUDA GPU(s), numbered 0..{n - 1}."
+            )
+    return dev
 
 
 def load_tensors(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:

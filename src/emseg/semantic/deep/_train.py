@@ -10,6 +10,13 @@ Output folder of a run::
 ``resume=True`` restores the last checkpoint exactly (weights, AdamW moments,
 scheduler, numpy and torch random states, step, log, early-stopping state),
 so a killed run continues as if it had never stopped. Nothing is pickled.
+
+``device`` chooses where the network trains ("auto": a CUDA GPU when PyTorch
+sees one, else the CPU); checkpoints are always written from CPU copies, so a
+run may resume on another device. ``workers >= 1`` draws the batches in that
+many forked worker processes, batch ``k`` from its own generator seeded
+``(seed, k)``: the same batches for any number of workers, and exact on
+resume (with ``workers=0`` one generator is drawn in turn, as before).
 """
 
 from __future__ import annotations
@@ -18,9 +25,12 @@ import csv
 import json
 import logging
 import math
+import multiprocessing
 import os
 import shutil
 import time
+from collections import deque
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,7 +50,7 @@ from emseg.semantic.deep._data import (
 )
 from emseg.semantic.deep._infer import predict_image
 from emseg.semantic.deep._losses import downsample_target, segmentation_loss
-from emseg.semantic.deep._model import Model, init_from, load_tensors
+from emseg.semantic.deep._model import Model, init_from, load_tensors, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -218,7 +228,7 @@ def _adamw_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor],
     tensors = {}
     for pid, st in sd["state"].items():
         for k, v in st.items():
-            tensors[f"{pid}.{k}"] = torch.as_tensor(v).detach().clone().contiguous()
+            tensors[f"{pid}.{k}"] = torch.as_tensor(v).detach().cpu().clone().contiguous()
     return tensors, {"param_groups": sd["param_groups"]}
 
 
@@ -308,10 +318,13 @@ def orientation_samplers(
     divisor: tuple[int, ...],
     positions: list[np.ndarray] | None = None,
     foreground_fraction: float = 0.0,
+    in_memory: bool = False,
 ) -> list[PatchSampler]:
     """One :class:`PatchSampler` per orientation of the training slab ``z_range``.
 
-    ``"zyx"`` samples `image` lazily as it is. Another orientation (an axis
+    ``"zyx"`` samples `image` lazily as it is, unless `in_memory` (then it reads the
+    slab like the other orientations; forked batch workers need that, since they
+    would share a lazily read file's handle). Another orientation (an axis
     order such as ``"yzx"``: sections along y, planes (z, x)) reads the slab
     into memory and transposes it, so patches never leave the slab. Its patch
     is cropped, per axis, to the largest multiple of the network's `divisor`
@@ -331,7 +344,9 @@ def orientation_samplers(
     div = tuple(divisor)
     div3 = (1, *div) if len(div) == 2 else div
     for o in orientations:
-        if o == "zyx":
+        if o == "zyx" and in_memory and len(image.shape) != 3:
+            image, labels = np.asarray(image[...]), np.asarray(labels[...])
+        if o == "zyx" and (not in_memory or len(image.shape) != 3):
             out.append(
                 PatchSampler(
                     image,
@@ -374,9 +389,10 @@ def orientation_samplers(
     return out
 
 
-def _batch(
-    run: _Run, samplers: list[PatchSampler], rng: np.random.Generator, model: Model
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _batch_arrays(
+    run: _Run, samplers: list[PatchSampler], rng: np.random.Generator, intensity: Any
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One batch as numpy arrays: normalised patches (B, Z, Y, X), targets and masks."""
     cfg = run.cfg
     # one orientation per batch (its patches share a shape); a single one draws nothing
     sampler = samplers[int(rng.integers(len(samplers)))] if len(samplers) > 1 else samplers[0]
@@ -384,7 +400,7 @@ def _batch(
     for _ in range(cfg.data.batch_size):
         for _attempt in range(10):
             img, raw, _ = sampler.sample(rng)
-            img = model.intensity.apply(img)
+            img = intensity.apply(img)
             img, raw = augment_patch(img, raw, config=cfg.augment, rng=rng)
             t, m = make_target(
                 raw,
@@ -400,14 +416,81 @@ def _batch(
         xs.append(img)
         ts.append(t)
         ms.append(m)
-    x = torch.from_numpy(np.stack(xs))[:, None]
-    tt = torch.from_numpy(np.stack(ts))
-    mm = torch.from_numpy(np.stack(ms).astype(np.float32))
-    if cfg.network.dim == 2:  # drop the z axis of (1, Y, X) patches
+    return np.stack(xs), np.stack(ts), np.stack(ms).astype(np.float32)
+
+
+def _to_tensors(
+    arrays: tuple[np.ndarray, np.ndarray, np.ndarray], dim: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    x = torch.from_numpy(arrays[0])[:, None]
+    tt = torch.from_numpy(arrays[1])
+    mm = torch.from_numpy(arrays[2])
+    if dim == 2:  # drop the z axis of (1, Y, X) patches
         x = x[:, :, 0]
         tt = tt[..., 0, :, :]
         mm = mm[..., 0, :, :]
-    return x, tt, mm
+    cuda = device.type == "cuda"
+    return tuple(v.to(device, non_blocking=cuda) for v in (x, tt, mm))  # type: ignore[return-value]
+
+
+def _batch(
+    run: _Run,
+    samplers: list[PatchSampler],
+    rng: np.random.Generator,
+    model: Model,
+    device: torch.device | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    arrays = _batch_arrays(run, samplers, rng, model.intensity)
+    return _to_tensors(arrays, run.cfg.network.dim, device or torch.device("cpu"))
+
+
+# What the forked batch workers draw from (set before the pool forks; never pickled).
+_POOL_SOURCE: tuple[Any, ...] | None = None
+
+
+def _pool_batch(seed: int, step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    assert _POOL_SOURCE is not None
+    run, samplers, intensity = _POOL_SOURCE
+    return _batch_arrays(run, samplers, np.random.default_rng([seed, step]), intensity)
+
+
+class _BatchPool:
+    """Batches drawn ahead in forked worker processes; batch of step k from rng (seed, k).
+
+    The pool forks and is primed before the network moves to a GPU, so the
+    workers never hold a CUDA context.
+    """
+
+    def __init__(
+        self, run: _Run, samplers: list[PatchSampler], intensity: Any, workers: int, first: int
+    ) -> None:
+        global _POOL_SOURCE
+        _POOL_SOURCE = (run, samplers, intensity)
+        self.seed = run.cfg.seed
+        self.ahead = 2 * workers
+        self.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
+        self.queue: deque[tuple[int, Future[Any]]] = deque()
+        self.next = first
+        self._fill()
+
+    def _fill(self) -> None:
+        while len(self.queue) < self.ahead:
+            self.queue.append((self.next, self.pool.submit(_pool_batch, self.seed, self.next)))
+            self.next += 1
+
+    def get(self, step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        k, fut = self.queue.popleft()
+        assert k == step, (k, step)
+        arrays = fut.result()
+        self._fill()
+        return arrays  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        global _POOL_SOURCE
+        for _, fut in self.queue:
+            fut.cancel()
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        _POOL_SOURCE = None
 
 
 def _loss(
@@ -415,15 +498,14 @@ def _loss(
 ) -> torch.Tensor:
     cfg = model.config
     net = model.network
+    kind = x.device.type
     ctx = (
-        torch.autocast("cpu", dtype=torch.bfloat16)
-        if bf16
-        else torch.autocast("cpu", enabled=False)
+        torch.autocast(kind, dtype=torch.bfloat16) if bf16 else torch.autocast(kind, enabled=False)
     )
     with ctx:
         outs = net.forward_deep(x) if cfg.network.deep_supervision else [net(x)]
     softmax = cfg.network.head == "softmax"
-    total = torch.zeros(())
+    total = torch.zeros((), device=x.device)
     weights = cfg.loss.deep_supervision_weights
     for i, o in enumerate(outs):
         ti, mi = (t, m) if i == 0 else downsample_target(t, m, o.shape[2:], softmax=softmax)
@@ -450,6 +532,8 @@ def choose_precision(
         for _ in range(repeats + 1):
             t0 = time.perf_counter()
             _loss(model, x, t, m, name == "bf16").backward()
+            if x.device.type == "cuda":
+                torch.cuda.synchronize(x.device)
             best = min(best, time.perf_counter() - t0)
         model.network.zero_grad(set_to_none=True)
         timings[name] = best
@@ -468,6 +552,8 @@ def train(
     overwrite: bool = False,
     progress: bool = True,
     stop_after: int | None = None,
+    device: str | torch.device | None = "auto",
+    workers: int = 0,
 ) -> TrainResult:
     """Train a U-Net as `config` says and save it in folder `out`.
 
@@ -487,6 +573,15 @@ def train(
     stop_after : int, optional
         Stop (after checkpointing) once this step is reached, as a killed
         run would; for tests and time-boxed runs.
+    device : {"auto", "cpu", "cuda", "cuda:N"}, default "auto"
+        Where the network trains: "auto" takes a CUDA GPU when PyTorch sees
+        one. The saved model and checkpoints are the same on any device.
+    workers : int, default 0
+        Batch-drawing worker processes (augmentation runs there, ahead of
+        the network). 0 draws in this process from one generator; any
+        ``workers >= 1`` draws batch ``k`` from a generator seeded
+        ``(seed, k)``, so 1 and 8 workers give the same run. Resume with the
+        same choice (0, or >= 1).
 
     Returns
     -------
@@ -500,6 +595,9 @@ def train(
         raise OutputExistsError(
             f"the training folder {str(out_p)!r} exists; pass resume (continue) or overwrite."
         )
+    dev = resolve_device(device)
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+        raise EmsegValueError(f"`workers` must be an int >= 0; got {workers!r}.")
     if resume and not (last / "state.json").is_file():
         raise EmsegValueError(f"`resume`: no checkpoint in {str(last)!r} to resume from.")
     if overwrite and not resume and out_p.exists():
@@ -517,6 +615,7 @@ def train(
     if cfg.init_from:
         info = init_from(model, cfg.init_from, freeze_encoder=cfg.freeze_encoder)
         model.provenance["init_from"] = {"source": cfg.init_from, **info}
+    model.network.to(dev)
     positions = None
     if d.foreground_fraction > 0:
         positions = class_positions(
@@ -537,6 +636,7 @@ def train(
         divisor=model.network.plan.divisor,
         positions=positions,
         foreground_fraction=d.foreground_fraction,
+        in_memory=workers > 0,
     )
     params = [p for p in model.network.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(
@@ -558,15 +658,24 @@ def train(
         "history": [],
         "precision": None,
         "elapsed_s": 0.0,
+        "per_step_batches": workers > 0,
     }
     if resume:
         state = _restore(last, cfg, model, opt, sched, rng)
+        if bool(state.get("per_step_batches", False)) != (workers > 0):
+            drawn = (
+                "worker processes (workers >= 1)" if workers == 0 else "this process (workers 0)"
+            )
+            raise EmsegValueError(
+                f"`resume`: the run in {str(out_p)!r} drew its batches in {drawn}; resume it "
+                "with the same choice, or its batches would not continue the same sequence."
+            )
     model.network.train()
     precision = state["precision"]
     if precision is None:
         precision = cfg.precision
         if precision == "auto":
-            x, t, m = _batch(run, samplers, np.random.default_rng(cfg.seed + 1), model)
+            x, t, m = _batch(run, samplers, np.random.default_rng(cfg.seed + 1), model, dev)
             precision, timings = choose_precision(model, x, t, m)
             log.info(
                 "precision auto: %s (fp32 %.3fs, bf16 %.3fs per step)",
@@ -576,7 +685,7 @@ def train(
             )
             state["precision_timings"] = timings
         state["precision"] = precision
-    model.provenance.update({"name": cfg.name, "precision": precision})
+    model.provenance.update({"name": cfg.name, "precision": precision, "device": _describe(dev)})
     higher = cfg.validation.metric != "pixel_error"
     history: list[dict[str, Any]] = state["history"]
     t_start = time.perf_counter() - float(state.get("elapsed_s", 0.0))
@@ -585,9 +694,13 @@ def train(
     )
     stopped_early = False
     step = state["step"]
+    pool = _BatchPool(run, samplers, model.intensity, workers, step + 1) if workers else None
     try:
         while step < s.steps:
-            x, t, m = _batch(run, samplers, rng, model)
+            if pool is None:
+                x, t, m = _batch(run, samplers, rng, model, dev)
+            else:
+                x, t, m = _to_tensors(pool.get(step + 1), cfg.network.dim, dev)
             opt.zero_grad(set_to_none=True)
             loss = _loss(model, x, t, m, precision == "bf16")
             loss.backward()
@@ -645,6 +758,8 @@ def train(
                 break
     finally:
         bar.close()
+        if pool is not None:
+            pool.close()
     _write_logs(out_p, history)
     if history:
         plot_curves(history, out_p / "curves.png")
@@ -673,6 +788,12 @@ def train(
         }
         (out_p / "card.json").write_text(json.dumps(card, indent=2))
     return TrainResult(final, out_p, step, dict(state["best_scores"]), history, precision)
+
+
+def _describe(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return "cpu"
 
 
 def _restore(

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Train the wide 3D boundary net (configs/boundaries-fibsem-3d-wide.yaml) on a lent GPU machine.
+#
+# Runs from the repository root of the device machine's copy of the working tree, which must
+# carry two git-ignored folders prepared on the development machine:
+#   .whl/      wheels the device image lacks (zarr 3.1.6, numcodecs 0.16.6, donfig, google-crc32c,
+#              for its Python 3.12; see docs/deep.md "Training on a GPU")
+#   .gpudata/  image.tif and groundtruth.tif of ../shared/data/flyem_medulla_neuroproof
+#
+#   scripts/gpu_train_wide.sh smoke   tests of training with workers, a CPU/GPU check, and the
+#                                     time per step of the wide net (150 steps)
+#   scripts/gpu_train_wide.sh train   the whole run; the run folder comes back as $OUT/wide.tar.gz
+set -euo pipefail
+mode=${1:-smoke}
+out=${OUT:-/tmp/out}
+mkdir -p "$out"
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl
+export PYTHONPATH=/tmp/site:$PWD/src PYTHONUNBUFFERED=1
+mkdir -p ../shared/data
+ln -sfn "$PWD/.gpudata" ../shared/data/flyem_medulla_neuroproof
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+nproc
+python3 -c "import torch, numpy, zarr; print('torch', torch.__version__, 'numpy', numpy.__version__, 'zarr', zarr.__version__, 'cuda', torch.cuda.is_available())"
+cfg=configs/boundaries-fibsem-3d-wide.yaml
+if [ "$mode" = smoke ]; then
+    python3 -m pytest -q -p no:cacheprovider tests/deep/test_train_workers.py tests/deep/test_train.py 2>&1 | tail -5 || true
+    python3 scripts/gpu_check_train.py
+    python3 -m emseg train "$cfg" /tmp/timing --stop-after 150 --workers 14 --no-progress
+    python3 - <<'PY'
+import json
+s = json.load(open("/tmp/timing/checkpoints/last/state.json"))
+print("precision", s["precision"], s.get("precision_timings"))
+print(f"seconds per step {s['elapsed_s'] / s['step']:.4f} over {s['step']} steps")
+PY
+else
+    python3 -m emseg train "$cfg" runs/boundaries-fibsem-3d-wide --workers 14 --no-progress \
+        2>&1 | tee "$out/train.log"
+    tar -C runs -czf "$out/wide.tar.gz" --exclude=checkpoints/last boundaries-fibsem-3d-wide
+fi
