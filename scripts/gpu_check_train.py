@@ -1,5 +1,7 @@
-"""On a CUDA machine: the same fp32 training run on the CPU and on the GPU lands on nearly the
-same weights (float rounding and cuDNN's algorithms only). Prints the largest difference.
+"""On a CUDA machine: the same fp32 training run on the CPU and on the GPU gives the same losses
+(to 1e-4) and nearly the same weights. Float rounding and cuDNN's algorithms change gradients
+slightly, and AdamW's normalised steps (lr 1e-3) turn that into weight changes of up to a few
+1e-3 over 5 steps; 1e-2 is the bound checked. Prints the largest difference.
 
     python scripts/gpu_check_train.py      (exits 1 when no GPU is seen or the runs differ)
 """
@@ -60,7 +62,7 @@ def main() -> int:
     print(f"largest weight difference cpu vs cuda after 5 steps: {worst:.2e}")
     print("losses cpu ", " ".join(f"{v:.5f}" for v in la))
     print("losses cuda", " ".join(f"{v:.5f}" for v in lb))
-    ok = worst < 1e-3 and np.allclose(la, lb, atol=1e-4)
+    ok = worst < 1e-2 and np.allclose(la, lb, atol=1e-4)
     print("OK" if ok else "DIFFERENT")
     return 0 if ok else 1
 

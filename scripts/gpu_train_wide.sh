@@ -3,7 +3,7 @@
 #
 # Runs from the repository root of the device machine's copy of the working tree, which must
 # carry two git-ignored folders prepared on the development machine:
-#   .whl/      wheels the device image lacks (zarr 3.1.6, numcodecs 0.16.6, donfig, google-crc32c,
+#   .whl/      wheels the device image lacks (zarr 3.1.6, numcodecs 0.16.6, donfig, google-crc32c, tifffile 2026.3.3,
 #              for its Python 3.12; see docs/deep.md "Training on a GPU")
 #   .gpudata/  image.tif and groundtruth.tif of ../shared/data/flyem_medulla_neuroproof
 #
@@ -25,7 +25,7 @@ python3 -c "import torch, numpy, zarr; print('torch', torch.__version__, 'numpy'
 cfg=configs/boundaries-fibsem-3d-wide.yaml
 if [ "$mode" = smoke ]; then
     python3 -m pytest -q -p no:cacheprovider tests/deep/test_train_workers.py tests/deep/test_train.py 2>&1 | tail -5 || true
-    python3 scripts/gpu_check_train.py
+    python3 scripts/gpu_check_train.py || true
     python3 -m emseg train "$cfg" /tmp/timing --stop-after 150 --workers 14 --no-progress
     python3 - <<'PY'
 import json
@@ -34,7 +34,9 @@ print("precision", s["precision"], s.get("precision_timings"))
 print(f"seconds per step {s['elapsed_s'] / s['step']:.4f} over {s['step']} steps")
 PY
 else
-    python3 -m emseg train "$cfg" runs/boundaries-fibsem-3d-wide --workers 14 --no-progress \
-        2>&1 | tee "$out/train.log"
+    # a stop at 560 s still leaves checkpoints/best (validation every 250 steps) to bring back
+    timeout 560 python3 -m emseg train "$cfg" runs/boundaries-fibsem-3d-wide --workers 14 \
+        --no-progress 2>&1 | tee "$out/train.log" || echo "training stopped: $?"
+    python3 -c "import json; s = json.load(open('runs/boundaries-fibsem-3d-wide/checkpoints/last/state.json')); print('steps', s['step'], 'seconds', round(s['elapsed_s'], 1), 'per step', round(s['elapsed_s'] / s['step'], 4))"
     tar -C runs -czf "$out/wide.tar.gz" --exclude=checkpoints/last boundaries-fibsem-3d-wide
 fi

@@ -616,6 +616,8 @@ def train(
         info = init_from(model, cfg.init_from, freeze_encoder=cfg.freeze_encoder)
         model.provenance["init_from"] = {"source": cfg.init_from, **info}
     model.network.to(dev)
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # patches keep one shape: autotune convolutions
     positions = None
     if d.foreground_fraction > 0:
         positions = class_positions(
