@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Train the wide 3D boundary net (configs/boundaries-fibsem-3d-wide.yaml) on a lent GPU machine.
+# Train a FlyEM boundary net (configs/NAME.yaml) on a lent GPU machine.
 #
 # Runs from the repository root of the device machine's copy of the working tree, which must
 # carry two git-ignored folders prepared on the development machine:
@@ -7,11 +7,14 @@
 #              for its Python 3.12; see docs/deep.md "Training on a GPU")
 #   .gpudata/  image.tif and groundtruth.tif of ../shared/data/flyem_medulla_neuroproof
 #
-#   scripts/gpu_train_wide.sh smoke   tests of training with workers, a CPU/GPU check, and the
-#                                     time per step of the wide net (150 steps)
-#   scripts/gpu_train_wide.sh train   the whole run; the run folder comes back as $OUT/wide.tar.gz
+#   scripts/gpu_train.sh smoke NAME   tests of training with workers, a CPU/GPU check, and the
+#                                     time per step of configs/NAME.yaml (150 steps)
+#   scripts/gpu_train.sh train NAME   the whole run into runs/NAME; the model, its config, card
+#                                     and logs come back in $OUT (each file under 16 MiB)
+# Session 9 ran NAME = boundaries-fibsem-3d-wide and boundaries-fibsem-3d-stage3.
 set -euo pipefail
 mode=${1:-smoke}
+name=${2:-boundaries-fibsem-3d-wide}
 out=${OUT:-/tmp/out}
 mkdir -p "$out"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
@@ -22,7 +25,7 @@ ln -sfn "$PWD/.gpudata" ../shared/data/flyem_medulla_neuroproof
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 nproc
 python3 -c "import torch, numpy, zarr; print('torch', torch.__version__, 'numpy', numpy.__version__, 'zarr', zarr.__version__, 'cuda', torch.cuda.is_available())"
-cfg=configs/boundaries-fibsem-3d-wide.yaml
+cfg=configs/$name.yaml
 if [ "$mode" = smoke ]; then
     python3 -m pytest -q -p no:cacheprovider tests/deep/test_train_workers.py tests/deep/test_train.py 2>&1 | tail -5 || true
     python3 scripts/gpu_check_train.py || true
@@ -35,8 +38,11 @@ print(f"seconds per step {s['elapsed_s'] / s['step']:.4f} over {s['step']} steps
 PY
 else
     # a stop at 560 s still leaves checkpoints/best (validation every 250 steps) to bring back
-    timeout 560 python3 -m emseg train "$cfg" runs/boundaries-fibsem-3d-wide --workers 14 \
+    timeout 560 python3 -m emseg train "$cfg" runs/$name --workers 14 \
         --no-progress 2>&1 | tee "$out/train.log" || echo "training stopped: $?"
-    python3 -c "import json; s = json.load(open('runs/boundaries-fibsem-3d-wide/checkpoints/last/state.json')); print('steps', s['step'], 'seconds', round(s['elapsed_s'], 1), 'per step', round(s['elapsed_s'] / s['step'], 4))"
-    tar -C runs -czf "$out/wide.tar.gz" --exclude=checkpoints/last boundaries-fibsem-3d-wide
+    python3 -c "import json; s = json.load(open('runs/$name/checkpoints/last/state.json')); print('steps', s['step'], 'seconds', round(s['elapsed_s'], 1), 'per step', round(s['elapsed_s'] / s['step'], 4))"
+    src=runs/$name
+    [ -f "$src/model.safetensors" ] || src=runs/$name/checkpoints/best  # stopped early
+    cp "$src"/{model.safetensors,config.json} runs/$name/log.csv "$out"/
+    cp runs/$name/card.json "$out"/ || true
 fi
