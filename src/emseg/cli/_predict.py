@@ -55,6 +55,11 @@ def register(sub: Any) -> None:
     p.add_argument("--overlap", type=float, default=0.25, help="tile overlap fraction")
     p.add_argument("--batch", type=int, default=4, help="tiles per forward pass")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast (faster on AMX/AVX512 CPUs)")
+    p.add_argument(
+        "--device",
+        default="auto",
+        help="auto (a CUDA GPU when PyTorch sees one, else the CPU), cpu, cuda or cuda:N",
+    )
     p.add_argument("--block", nargs="+", type=int, default=None, metavar="N", help="block shape")
     p.add_argument("--chunks", nargs="+", type=int, default=None, metavar="N", help="chunk shape")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -81,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
         tta=args.tta,
         planes=args.planes,
         precision="bf16" if args.bf16 else "fp32",
+        device=args.device,
         **blockwise_kwargs(args),
     )
     print(

@@ -135,6 +135,7 @@ def predict_members(
     batch_size: int = 4,
     precision: Precision = "fp32",
     channels_last: bool = True,
+    device: Any = "auto",
 ) -> np.ndarray:
     """Weighted mean of the members' probabilities, each predicted with its own planes / tta.
 
@@ -148,7 +149,7 @@ def predict_members(
         Same output names and training spacing (checked).
     image : (Z, Y, X) or (Y, X) array-like
         Raw grey levels (each model applies its own normalisation).
-    tile_shape, overlap, batch_size, precision, channels_last
+    tile_shape, overlap, batch_size, precision, channels_last, device
         As for :func:`predict_image`, the same for every member.
 
     Returns
@@ -168,6 +169,7 @@ def predict_members(
             precision=precision,
             channels_last=channels_last,
             planes=m.planes,
+            device=device,
         )
         acc = weighted_add(acc, p, m.weight)
     assert acc is not None

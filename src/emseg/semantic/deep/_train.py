@@ -132,7 +132,8 @@ def evaluate(
     raw = np.asarray(labels[...])
     probs = probabilities
     if probs is None:
-        probs = predict_image(model, image, tile_shape=tile_shape, overlap=overlap)
+        device = next(model.network.parameters()).device  # where the model is (training)
+        probs = predict_image(model, image, tile_shape=tile_shape, overlap=overlap, device=device)
     scores: dict[str, float] = {}
     if model.head == "softmax":
         k = len(cfg.data.class_names)

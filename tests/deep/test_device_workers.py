@@ -1,5 +1,6 @@
-"""Training with batch workers and an explicit device: same batches for any worker count,
-exact resume, batch k is the serial draw from generator (seed, k), bad devices refused."""
+"""Training and prediction devices, and training with batch workers: the same batches for
+any worker count, exact resume, batch k is the serial draw from generator (seed, k), a missing
+GPU or bad device refused before anything is written."""
 
 from __future__ import annotations
 
@@ -158,3 +159,27 @@ def test_workers_train_from_a_compressed_tiff(tiny_config, tiny_em, tmp_path):
     res = train(cfg, tmp_path / "run", progress=False, device="cpu", workers=2)
     assert res.step == 8
     assert np.isfinite([r["loss"] for r in res.history]).all()
+
+
+def test_prediction_device(monkeypatch, tiny_config, tiny_em, tmp_path):
+    """`device` reaches the network in memory and blockwise; a missing GPU is refused before
+    an output is created, and "cpu" gives exactly the default's probabilities here."""
+    from emseg.semantic.deep import Member, predict_blockwise, predict_image, predict_members
+    from emseg.semantic.deep._infer import Predictor
+
+    image, labels = tiny_em
+    model = train(_cfg(tiny_config, steps=2), tmp_path / "m", image=image, labels=labels,
+                  progress=False, device="cpu").model  # fmt: skip
+    assert Predictor(model, device="cpu").device == torch.device("cpu")
+    p_auto = predict_image(model, image[:2])
+    np.testing.assert_array_equal(predict_image(model, image[:2], device="cpu"), p_auto)
+    np.testing.assert_array_equal(predict_members([Member(model)], image[:2], device="cpu"), p_auto)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(EmsegValueError, match="sees no CUDA GPU"):
+        predict_image(model, image[:2], device="cuda")
+    out = tmp_path / "p.ome.zarr"
+    with pytest.raises(EmsegValueError, match="sees no CUDA GPU"):
+        predict_blockwise(model, image[:2], out=str(out), device="cuda", progress=False)
+    assert not out.exists()
+    got = predict_blockwise(model, image[:2], device="cpu", dtype="float32", progress=False)
+    np.testing.assert_allclose(np.asarray(got), p_auto, atol=1e-5)
