@@ -3,8 +3,11 @@
 For the shipped FlyEM boundary nets (3D stage 2, and the 2D net tri-planar) on z 60-79 of
 FlyEM (``.gpudata/image.tif`` on the device machine, see scripts/gpu_train.sh): the largest
 probability difference GPU vs CPU, blockwise-on-GPU vs in-memory-on-GPU, and the times of each
-(the CPU is the device machine's, all its cores). Exits 1 when no GPU is seen or a difference
-exceeds 1e-3.
+(the CPU is the device machine's, all its cores). cuDNN runs float32 convolutions in TF32
+(PyTorch's default), so GPU and CPU probabilities differ by up to a few 1e-3 (measured on the
+lent H100: 2.7e-3 for the 3D net, 7.8e-4 for the 2D net; blockwise equals in memory exactly).
+Exits 1 when no GPU is seen, the GPU differs from the CPU by more than 1e-2, or blockwise
+differs from in memory by more than 1e-5.
 
     python scripts/gpu_check_predict.py [IMAGE]
 """
@@ -49,13 +52,13 @@ def main() -> int:
         )
         d_cpu = float(np.abs(gpu - cpu).max())
         d_blk = float(np.abs(blk - gpu).max())
-        worst = max(worst, d_cpu, d_blk)
+        worst = max(worst, d_cpu / 1e-2, d_blk / 1e-5)  # each over its bound
         print(
             f"{name} planes {planes} flips: GPU {t_gpu:.2f} s, CPU {t_cpu:.2f} s "
             f"(CPU/GPU {t_cpu / t_gpu:.1f}x), blockwise GPU {t_blk:.2f} s; "
             f"max |GPU - CPU| {d_cpu:.2e}, max |blockwise - in memory| {d_blk:.2e}"
         )
-    ok = worst < 1e-3
+    ok = worst <= 1.0
     print("OK" if ok else "DIFFERENT")
     return 0 if ok else 1
 
