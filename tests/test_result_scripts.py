@@ -67,6 +67,24 @@ def test_split_linkage():
         split("B=a:3#gasp")
 
 
+def test_smoothed_objectives_average_threshold_neighbours_by_hand():
+    """Neighbours share supervoxels (k) and clean-up; the grid's edges have one neighbour."""
+    rows = [
+        {"k": 0, "merge_small_nm3": 0.0, "threshold": t, "objective_mean": o}
+        for t, o in ((0.35, 1.0), (0.375, 0.9), (0.4, 1.3))
+    ] + [
+        {"k": 1, "merge_small_nm3": 0.0, "threshold": 0.375, "objective_mean": 5.0},
+        {"k": 0, "merge_small_nm3": 1e6, "threshold": 0.375, "objective_mean": 7.0},
+    ]
+    got = choose_flyem_chain.smoothed_objectives(rows)
+    assert got == pytest.approx([(1.0 + 0.9) / 2, (1.0 + 0.9 + 1.3) / 3, (0.9 + 1.3) / 2, 5.0, 7.0])
+    # a sharp minimum loses to a flat one of a higher level
+    flat = [{**r, "k": 2, "objective_mean": 0.95} for r in rows[:3]]
+    both = choose_flyem_chain.smoothed_objectives(rows[:3] + flat)
+    assert min(range(6), key=lambda i: both[i]) >= 3
+    assert min(rows[:3], key=lambda r: r["objective_mean"])["objective_mean"] == 0.9
+
+
 def test_member_flags_round_trip_through_the_chooser_syntax():
     _, members = choose_flyem_chain.parse_candidate("F=a:3:ft@2+b:1+c:1:ft@0.25")
     flags = [apply_flyem_choice.member_flag(m) for m in members]
