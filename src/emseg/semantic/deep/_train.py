@@ -470,7 +470,7 @@ class _BatchPool:
         self.seed = run.cfg.seed
         self.ahead = 2 * workers
         self.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
-        self.queue: deque[tuple[int, Future[Any]]] = deque()
+        self.queue: deque[tuple[int, Future[tuple[np.ndarray, np.ndarray, np.ndarray]]]] = deque()
         self.next = first
         self._fill()
 
@@ -484,7 +484,7 @@ class _BatchPool:
         assert k == step, (k, step)
         arrays = fut.result()
         self._fill()
-        return arrays  # type: ignore[no-any-return]
+        return arrays
 
     def close(self) -> None:
         global _POOL_SOURCE
