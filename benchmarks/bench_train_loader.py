@@ -1,19 +1,19 @@
-"""Training batch drawing: emseg's batch workers against torch's DataLoader, same batches.
+"""Training batch drawing: emseg's batch workers against drawing in process and a pool.
 
 One run on the FlyEM medulla volume with a 3D training config (default
 ``configs/boundaries-fibsem-3d.yaml``: batches of 2 x 32x96x96 patches, elastic
 deformation, intensity changes, noise and blur), methods alternated over ``--rounds``
-rounds, best time per method:
+rounds, best time per method, all drawing the same batches (checked):
 
-- ``serial``: ``_batch_arrays`` in this process (``emseg train --workers 0``);
-- ``emseg workers``: ``_BatchPool`` with ``--workers`` forked processes, 2 N batches ahead
-  (``emseg train --workers N``);
-- ``torch DataLoader``: ``torch.utils.data.DataLoader`` with the same number of forked
-  workers and ``prefetch_factor=2`` over a map-style dataset whose item k is the batch of
-  step k (the same per-step generator, so the same arrays; checked).
+- ``serial``: ``_batch_arrays`` in this process (``emseg train --workers 0``), from the
+  in-memory training slab;
+- ``emseg workers``: ``_BatchPool`` (a torch ``DataLoader`` over the step indices, forked
+  workers, 2 batches ahead per worker; ``emseg train --workers N``);
+- ``ProcessPoolExecutor``: ``concurrent.futures`` with the same forked workers and 2 N
+  batches ahead, results pickled through a pipe (the session-9 first version of the pool).
 
-Throughput is batches per second over ``--batches`` batches, pool start-up included (a
-training run pays it once). Writes ``bench_output/train_loader.json``.
+Throughput is batches per second over ``--batches`` batches, start-up included (a training
+run pays it once). Writes ``bench_output/train_loader.json``.
 
 Run ``python benchmarks/bench_train_loader.py [--config C] [--workers N] [--batches B]``.
 """
@@ -25,10 +25,11 @@ import json
 import multiprocessing
 import os
 import time
+from collections import deque
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from emseg.semantic.deep import _train as T
 from emseg.semantic.deep import load_config
@@ -38,18 +39,12 @@ from emseg.semantic.deep._model import Model
 ROOT = Path(__file__).resolve().parents[1]
 
 
-class _Steps(torch.utils.data.Dataset):
-    """Item k = the batch of step k (what a worker of ``_BatchPool`` draws)."""
+_SOURCE: tuple | None = None  # what the executor's forked workers draw from
 
-    def __init__(self, n: int, first: int, seed: int) -> None:
-        self.n, self.first, self.seed = n, first, seed
 
-    def __len__(self) -> int:
-        return self.n
-
-    def __getitem__(self, i: int):
-        assert T._POOL_SOURCE is not None
-        return T._pool_batch(self.seed, self.first + i)
+def _executor_batch(step: int):
+    run, samplers, intensity, seed = _SOURCE
+    return T._batch_arrays(run, samplers, np.random.default_rng([seed, step]), intensity)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -82,28 +77,29 @@ def main(argv: list[str] | None = None) -> dict:
         ]
 
     def pool() -> list:
-        p = T._BatchPool(run, samplers, intensity, w, 1)
+        p = T._BatchPool(run, samplers, intensity, w, 1, n)
         try:
-            return [p.get(k) for k in range(1, n + 1)]
+            return [tuple(np.asarray(a) for a in p.get(k)) for k in range(1, n + 1)]
         finally:
             p.close()
 
-    def loader() -> list:
-        T._POOL_SOURCE = (run, samplers, intensity)
-        ds = _Steps(n, 1, cfg.seed)
-        dl = torch.utils.data.DataLoader(
-            ds,
-            batch_size=None,
-            num_workers=w,
-            prefetch_factor=2,
-            multiprocessing_context=multiprocessing.get_context("fork"),
-        )
-        try:
-            return [tuple(np.asarray(a) for a in b) for b in dl]
-        finally:
-            T._POOL_SOURCE = None
+    def executor() -> list:
+        global _SOURCE
+        _SOURCE = (run, samplers, intensity, cfg.seed)
+        ctx = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(w, mp_context=ctx) as ex:
+            futures: deque = deque()
+            out = []
+            nxt = 1
+            for _ in range(n):
+                while len(futures) < 2 * w and nxt <= n:
+                    futures.append(ex.submit(_executor_batch, nxt))
+                    nxt += 1
+                out.append(futures.popleft().result())
+        _SOURCE = None
+        return out
 
-    methods = {"serial": serial, "emseg workers": pool, "torch DataLoader": loader}
+    methods = {"serial": serial, "emseg workers": pool, "ProcessPoolExecutor": executor}
     best = {k: float("inf") for k in methods}
     first: dict[str, list] = {}
     for _ in range(args.rounds):
@@ -112,7 +108,7 @@ def main(argv: list[str] | None = None) -> dict:
             out = fn()
             best[name] = min(best[name], time.perf_counter() - t0)
             first.setdefault(name, out)
-    for name in ("emseg workers", "torch DataLoader"):  # the same batches as the serial draw
+    for name in ("emseg workers", "ProcessPoolExecutor"):  # the same batches as the serial draw
         for a, b in zip(first[name], first["serial"], strict=True):
             for x, y in zip(a, b, strict=True):
                 np.testing.assert_array_equal(x, y)
@@ -125,13 +121,13 @@ def main(argv: list[str] | None = None) -> dict:
         "cpus": os.cpu_count(),
         "batches_per_s": rates,
         "workers_vs_serial": rates["emseg workers"] / rates["serial"],
-        "workers_vs_dataloader": rates["emseg workers"] / rates["torch DataLoader"],
+        "workers_vs_executor": rates["emseg workers"] / rates["ProcessPoolExecutor"],
     }
     for k, v in rates.items():
         print(f"{k:18s} {v:6.2f} batches/s")
     print(
         f"emseg workers / serial {result['workers_vs_serial']:.2f}x, "
-        f"emseg workers / DataLoader {result['workers_vs_dataloader']:.2f}x"
+        f"emseg workers / ProcessPoolExecutor {result['workers_vs_executor']:.2f}x"
     )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1))

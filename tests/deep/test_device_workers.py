@@ -67,16 +67,25 @@ def test_pool_batch_k_is_the_serial_draw_from_seed_k(tiny_config, tiny_em):
         foreground_fraction=0.0,
         in_memory=True,
     )
-    pool = T._BatchPool(run, samplers, intensity, workers=2, first=3)
+    pool = T._BatchPool(run, samplers, intensity, workers=2, first=3, last=5)
     try:
         got = [pool.get(k) for k in (3, 4, 5)]
+        with pytest.raises(StopIteration):  # the loader ends at `last`
+            pool.get(6)
     finally:
         pool.close()
     for k, arrays in zip((3, 4, 5), got, strict=True):
         want = T._batch_arrays(run, samplers, np.random.default_rng([7, k]), intensity)
         for a, b in zip(arrays, want, strict=True):
-            np.testing.assert_array_equal(a, b)
-    assert not np.array_equal(got[0][0], got[1][0])
+            np.testing.assert_array_equal(np.asarray(a), b)
+    assert not np.array_equal(np.asarray(got[0][0]), np.asarray(got[1][0]))
+    # steps are asked for in order
+    pool = T._BatchPool(run, samplers, intensity, workers=1, first=1, last=3)
+    try:
+        with pytest.raises(AssertionError, match="the next is 1"):
+            pool.get(2)
+    finally:
+        pool.close()
 
 
 def test_resume_with_workers_is_exact(tiny_config, tiny_em, tmp_path):
