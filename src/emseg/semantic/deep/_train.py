@@ -444,7 +444,7 @@ def _batch(
     return _to_tensors(arrays, run.cfg.network.dim, device or torch.device("cpu"))
 
 
-class _StepBatches(torch.utils.data.Dataset):  # type: ignore[type-arg]
+class _StepBatches(torch.utils.data.Dataset):
     """Item i = the batch of step ``first + i``, drawn from generator ``(seed, first + i)``.
 
     Its workers are forked, so they inherit the run's in-memory slab instead of pickling it.
@@ -503,7 +503,7 @@ class _BatchPool:
         if step != self.next:
             raise AssertionError(f"batch of step {step} asked for; the next is {self.next}")
         self.next += 1
-        return next(self.batches)  # type: ignore[no-any-return]
+        return next(self.batches)
 
     def close(self) -> None:
         self.batches = None  # the loader's iterator shuts its workers down
