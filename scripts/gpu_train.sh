@@ -27,7 +27,7 @@ nproc
 python3 -c "import torch, numpy, zarr; print('torch', torch.__version__, 'numpy', numpy.__version__, 'zarr', zarr.__version__, 'cuda', torch.cuda.is_available())"
 cfg=configs/$name.yaml
 if [ "$mode" = smoke ]; then
-    python3 -m pytest -q -p no:cacheprovider tests/deep/test_train_workers.py tests/deep/test_train.py 2>&1 | tail -5 || true
+    python3 -m pytest -q -p no:cacheprovider tests/deep/test_device_workers.py tests/deep/test_train.py 2>&1 | tail -5 || true
     python3 scripts/gpu_check_train.py || true
     python3 -m emseg train "$cfg" /tmp/timing --stop-after 150 --workers 14 --no-progress --overwrite
     python3 - <<'PY'
