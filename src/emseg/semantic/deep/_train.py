@@ -471,8 +471,8 @@ class _BatchPool:
     forked processes (2 batches ahead per worker; pinned memory for a GPU).
 
     torch's loader hands the arrays back through shared memory; a ``ProcessPoolExecutor``
-    that pickled them through a pipe drew 0.60x as many batches per second (measured,
-    benchmarks/bench_train_loader.py).
+    that pickled them through a pipe drew 0.68x (2 x 32x96x96) and 0.49x (8 x 48x128x128)
+    as many batches per second on 2 cores (benchmarks/bench_train_loader.py).
     """
 
     def __init__(
