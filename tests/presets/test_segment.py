@@ -177,8 +177,16 @@ def test_deep_preset_equals_in_memory_prediction(tmp_path, blob_data):
         "instances": {"method": "components", "components": {"threshold": 0.5}},
     }, folder)  # fmt: skip
     try:
-        result = segment(image, folder, tmp_path / "out", spacing=SPACING, progress=False)
+        result = segment(
+            image, folder, tmp_path / "out", spacing=SPACING, progress=False, device="cpu"
+        )
         probs = predict_image(model, image)[1]
+        # a GPU that is not there is refused before the output folder is touched
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(torch.cuda, "is_available", lambda: False)
+            with pytest.raises(EmsegValueError, match="sees no CUDA GPU"):
+                segment(image, folder, tmp_path / "gpu", spacing=SPACING, device="cuda")
+        assert not (tmp_path / "gpu").exists()
     finally:
         torch.set_num_threads(threads)
     expected = threshold_components(

@@ -48,6 +48,12 @@ def register(sub: Any) -> None:
     p.add_argument("--block", nargs="+", type=int, default=None, metavar="N", help="block shape")
     p.add_argument("--chunks", nargs="+", type=int, default=None, metavar="N", help="chunk shape")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    p.add_argument(
+        "--device",
+        default="auto",
+        help="where a deep preset's networks run: auto (a CUDA GPU when PyTorch sees one), "
+        "cpu, cuda or cuda:N",
+    )
     add_spacing(p)
     add_execution(p)
     add_overwrite(p)
@@ -162,6 +168,7 @@ def run(args: argparse.Namespace) -> int:
         args.output,
         spacing=args.spacing,
         rescale=args.rescale,
+        device=args.device,
         **blockwise_kwargs(args),
     )
     print(

@@ -215,7 +215,12 @@ def _channel_index(preset: Preset, names: list[str]) -> int:
 
 
 def _predict(
-    preset: Preset, img: Any, path: Path, sp: tuple[float, ...], run: dict[str, Any]
+    preset: Preset,
+    img: Any,
+    path: Path,
+    sp: tuple[float, ...],
+    run: dict[str, Any],
+    device: Any = "auto",
 ) -> Any:
     if preset.kind == "forest":
         from emseg.semantic import forest
@@ -230,7 +235,7 @@ def _predict(
     if preset.is_ensemble:
         members = _members(preset)
         _channel_index(preset, list(members[0].model.output_names))
-        return deep.predict_blockwise(members, img, out=path, dtype="uint8", **run)
+        return deep.predict_blockwise(members, img, out=path, dtype="uint8", device=device, **run)
     dmodel = deep.load_model(preset.model_path())
     _channel_index(preset, list(dmodel.output_names))
     return deep.predict_blockwise(
@@ -240,6 +245,7 @@ def _predict(
         dtype="uint8",
         tta=preset.prediction.get("tta", False),
         planes=int(preset.prediction.get("planes", 1)),
+        device=device,
         **run,
     )
 
@@ -445,6 +451,7 @@ def segment(
     resume: bool = False,
     overwrite: bool = False,
     progress: bool = True,
+    device: Any = "auto",
 ) -> SegmentResult:
     """From raw EM to instances with a preset: blockwise prediction, then instances.
 
@@ -473,6 +480,10 @@ def segment(
         finished blocks of the interrupted stage are kept.
     overwrite : bool, default False
         Replace an earlier segmentation in `out`.
+    device : {"auto", "cpu", "cuda", "cuda:N"}, default "auto"
+        Where a deep preset's networks run ("auto": a CUDA GPU when PyTorch
+        sees one; see :func:`emseg.semantic.deep.predict_image`). Forest
+        presets run on the CPU and ignore it.
 
     Returns
     -------
@@ -505,6 +516,10 @@ def segment(
     sp = tuple(float(s) for s in img.spacing)
     check_preset_spacing(p, sp, rescale=rescale)
     channel = _channel_index(p, _channel_names(p))  # also: the model is installed
+    if p.kind != "forest":
+        from emseg.semantic.deep._model import resolve_device
+
+        resolve_device(device)  # a missing GPU is refused before `out` is touched
     out = Path(out)
     if isinstance(image, str | os.PathLike):
         source = str(image)
@@ -552,7 +567,7 @@ def segment(
 
     t0 = time.perf_counter()
     probs_path = out / PROBABILITIES
-    probs = _predict(p, img, probs_path, sp, run)
+    probs = _predict(p, img, probs_path, sp, run, device)
     _stamp(probs_path, {**provenance, "stage": "prediction"})
     seconds["predict"] = round(time.perf_counter() - t0, 3)
     state["stages"]["predict"] = {"done": True, "output": PROBABILITIES}
