@@ -261,9 +261,10 @@ def cached_deep_map(
     """:func:`deep_boundary_map`, kept in the folder `cache` under the weights' digests.
 
     `ttas` / `weights` (one per model; default: `tta` each, weight 1) give an ensemble whose
-    members differ in test-time augmentation or weight; its map is then built from each
-    member's float32 boundary probability (also cached) as
-    :func:`emseg.semantic.deep.predict_members` averages them, and quantised once.
+    members differ in test-time augmentation or weight. With a cache, every map is built from
+    each member's float32 boundary probability (also cached, so a member shared by several
+    candidates is predicted once) as :func:`emseg.semantic.deep.predict_members` averages
+    them, and quantised once: the same arithmetic, so the same map as without a cache.
     """
     ttas = [tta] * len(models) if ttas is None else list(ttas)
     weights = [1.0] * len(models) if weights is None else [float(w) for w in weights]
@@ -280,17 +281,14 @@ def cached_deep_map(
     if path is not None and path.exists():
         log.info("boundary map from %s", path)
         return np.load(path)
-    if plain:
-        out = deep_boundary_map(models, image, planes, tta=ttas[0])
-    else:
-        from emseg.semantic.deep._infer import weighted_add, weighted_mean
+    from emseg.semantic.deep._infer import weighted_add, weighted_mean
 
-        acc = None
-        for model, pl, t, w in zip(models, planes, ttas, weights, strict=True):
-            acc = weighted_add(acc, cached_member_map(model, image, pl, t, cache), w)
-        assert acc is not None
-        p = weighted_mean(acc, weights)
-        out = (np.rint(np.clip(p, 0, 1) * 255) / 255).astype(np.float32)
+    acc = None
+    for model, pl, t, w in zip(models, planes, ttas, weights, strict=True):
+        acc = weighted_add(acc, cached_member_map(model, image, pl, t, cache), w)
+    assert acc is not None
+    p = weighted_mean(acc, weights)
+    out = (np.rint(np.clip(p, 0, 1) * 255) / 255).astype(np.float32)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         np.save(path, out)

@@ -142,6 +142,15 @@ def test_weighted_cached_map_is_the_presets_weighted_mean(tmp_path, rng):
     np.testing.assert_array_equal(
         plain, (np.rint(np.clip(ref, 0, 1) * 255) / 255).astype(np.float32)
     )
+    # with a cache, the plain mean is built from member maps: the same map; m3's flips map is
+    # shared with the weighted candidate, so only m2's flips map is new
+    cached = instance_results.cached_deep_map(
+        [m2, m3], image, [3, 1], tta=True, cache=str(tmp_path)
+    )
+    np.testing.assert_array_equal(cached, plain)
+    names = sorted(f.name for f in tmp_path.iterdir())
+    assert sum(n.startswith("flyem_member_") for n in names) == 3
+    assert any(n.endswith("_p31_tta.npy") for n in names)
 
 
 def test_preset_meta_writes_a_loadable_preset_with_the_choice(tmp_path):
