@@ -11,8 +11,7 @@ import pytest
 import torch
 
 from emseg.errors import EmsegValueError
-from emseg.semantic.deep import train
-from emseg.semantic.deep._model import resolve_device
+from emseg.semantic.deep import resolve_device, train
 
 
 def _cfg(tiny_config, steps=5):

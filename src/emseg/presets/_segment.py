@@ -517,7 +517,7 @@ def segment(
     check_preset_spacing(p, sp, rescale=rescale)
     channel = _channel_index(p, _channel_names(p))  # also: the model is installed
     if p.kind != "forest":
-        from emseg.semantic.deep._model import resolve_device
+        from emseg.semantic.deep import resolve_device
 
         resolve_device(device)  # a missing GPU is refused before `out` is touched
     out = Path(out)

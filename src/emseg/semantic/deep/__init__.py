@@ -47,7 +47,13 @@ from emseg.semantic.deep._infer import (
     tta_mode,
 )
 from emseg.semantic.deep._losses import segmentation_loss, soft_dice_loss
-from emseg.semantic.deep._model import Model, build_network, init_from, load_tensors
+from emseg.semantic.deep._model import (
+    Model,
+    build_network,
+    init_from,
+    load_tensors,
+    resolve_device,
+)
 from emseg.semantic.deep._networks import (
     LevelPlan,
     UNet,
@@ -123,6 +129,7 @@ __all__ = [
     "predict_triplanar",
     "receptive_field",
     "receptive_interval",
+    "resolve_device",
     "resolve_model",
     "save_config",
     "segmentation_loss",

@@ -724,7 +724,7 @@ def predict_blockwise(
     -------
     zarr.Array, shape (C, Z, Y, X) or (C, Y, X), dtype `dtype`
     """
-    resolve_device(device)  # refuse a missing GPU before any output exists
+    dev = resolve_device(device)  # refuse a missing GPU before any output exists
     from emseg.blockwise import (
         Blocking,
         as_input,
@@ -840,7 +840,7 @@ def predict_blockwise(
                 tta=m.tta,
                 precision=precision,
                 channels_last=channels_last,
-                device=device,
+                device=dev,
             ),
             tiles,
             m.weight,
