@@ -11,7 +11,10 @@
 #                                     time per step of configs/NAME.yaml (150 steps)
 #   scripts/gpu_train.sh train NAME   the whole run into runs/NAME; the model, its config, card
 #                                     and logs come back in $OUT (each file under 16 MiB)
-# Session 9 ran NAME = boundaries-fibsem-3d-wide and boundaries-fibsem-3d-stage3.
+#   scripts/gpu_train.sh pair NAME NAME2   two runs at once (7 workers each), into $OUT/NAME and
+#                                     $OUT/NAME2, after a CUDA-against-CPU check of the LSD targets
+# Session 9 ran NAME = boundaries-fibsem-3d-wide and boundaries-fibsem-3d-stage3; session 10 ran
+# `pair boundaries-fibsem-3d-stage3-lsd boundaries-fibsem-3d-lsd`.
 set -euo pipefail
 mode=${1:-smoke}
 name=${2:-boundaries-fibsem-3d-wide}
@@ -36,6 +39,30 @@ s = json.load(open("/tmp/timing/checkpoints/last/state.json"))
 print("precision", s["precision"], s.get("precision_timings"))
 print(f"seconds per step {s['elapsed_s'] / s['step']:.4f} over {s['step']} steps")
 PY
+elif [ "$mode" = pair ]; then
+    python3 - <<'PY'
+import numpy as np, tifffile, torch
+from emseg.semantic.deep._lsd import local_shape_descriptors
+gt = tifffile.imread(".gpudata/groundtruth.tif")[:48, :128, :128].astype(np.int64)
+ids = torch.tensor(gt)[None]
+cpu = local_shape_descriptors(ids, sigma_nm=80.0, spacing=(10, 10, 10))
+gpu = local_shape_descriptors(ids.cuda(), sigma_nm=80.0, spacing=(10, 10, 10)).cpu()
+print("LSD max |cuda - cpu|", float((cpu - gpu).abs().max()))
+PY
+    for n in "$name" "$3"; do
+        mkdir -p "$out/$n"
+        (timeout 540 python3 -m emseg train configs/$n.yaml runs/$n --workers 7 --no-progress \
+            > "$out/$n/train.log" 2>&1 || echo "$n stopped: $?") &
+    done
+    wait
+    for n in "$name" "$3"; do
+        python3 -c "import json; s = json.load(open('runs/$n/checkpoints/last/state.json')); print('$n steps', s['step'], 'seconds', round(s['elapsed_s'], 1), 'per step', round(s['elapsed_s'] / s['step'], 4))"
+        src=runs/$n
+        [ -f "$src/model.safetensors" ] || src=runs/$n/checkpoints/best  # stopped early
+        cp "$src"/{model.safetensors,config.json} runs/$n/log.csv "$out/$n"/
+        cp runs/$n/card.json "$out/$n"/ || true
+        tail -3 "$out/$n/train.log"
+    done
 else
     # a stop at 560 s still leaves checkpoints/best (validation every 250 steps) to bring back
     timeout 560 python3 -m emseg train "$cfg" runs/$name --workers 14 \

@@ -111,8 +111,18 @@ class NetworkConfig:
     deep_supervision: bool = False
     head: Literal["softmax", "sigmoid", "boundary", "affinities"] = "softmax"
     offsets: tuple[tuple[int, ...], ...] = ()
+    lsd_sigma_nm: float | None = None
 
     def __post_init__(self) -> None:
+        if self.lsd_sigma_nm is not None:
+            if self.head not in ("boundary", "affinities"):
+                raise _fail(
+                    "network.lsd_sigma_nm",
+                    "local shape descriptors are computed from instance labels: they need head "
+                    f"boundary or affinities, not {self.head!r}",
+                )
+            if not self.lsd_sigma_nm > 0:
+                raise _fail("network.lsd_sigma_nm", f"must be > 0 nm; got {self.lsd_sigma_nm}")
         if not self.channels or any(c < 1 for c in self.channels):
             raise _fail("network.channels", f"must be positive ints; got {self.channels}")
         if self.anisotropic and self.dim != 3:
@@ -134,10 +144,13 @@ class LossConfig:
     dice_weight: float = 1.0
     class_weights: tuple[float, ...] | None = None
     deep_supervision_weights: tuple[float, ...] = (1.0, 0.5, 0.25, 0.125)
+    lsd_weight: float = 1.0
 
     def __post_init__(self) -> None:
         if self.dice_weight < 0:
             raise _fail("loss.dice_weight", f"must be >= 0; got {self.dice_weight}")
+        if self.lsd_weight < 0:
+            raise _fail("loss.lsd_weight", f"must be >= 0; got {self.lsd_weight}")
         if self.class_weights is not None and any(w < 0 for w in self.class_weights):
             raise _fail("loss.class_weights", f"must be >= 0; got {self.class_weights}")
 

@@ -26,6 +26,7 @@ import torch
 from emseg.errors import DatasetNotFoundError, EmsegValueError, FormatError, OutputExistsError
 from emseg.semantic.deep._config import TrainConfig, from_dict
 from emseg.semantic.deep._data import Intensity
+from emseg.semantic.deep._lsd import n_lsd_channels
 from emseg.semantic.deep._networks import UNet, anisotropic_plan, isotropic_plan
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,7 @@ def build_network(config: TrainConfig, spacing: tuple[float, ...]) -> UNet:
         norm=net.norm,
         residual=net.residual,
         deep_supervision=net.deep_supervision,
+        aux_channels=n_lsd_channels(net.dim) if net.lsd_sigma_nm else 0,
     )
 
 

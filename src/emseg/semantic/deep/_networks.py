@@ -153,6 +153,9 @@ class UNet(nn.Module):
         Residual units instead of plain double convolutions.
     deep_supervision : bool
         Add 1x1 heads at the coarser decoder levels, used by :meth:`forward_deep`.
+    aux_channels : int
+        Channels of a second 1x1 head on the last decoder level (an auxiliary training
+        task, e.g. local shape descriptors), returned by :meth:`forward_aux` only.
 
     Input (N, in_channels, *spatial) with every side a multiple of
     ``plan.divisor``; output (N, out_channels, *spatial) logits.
@@ -169,6 +172,7 @@ class UNet(nn.Module):
         norm: str = "batch",
         residual: bool = False,
         deep_supervision: bool = False,
+        aux_channels: int = 0,
     ) -> None:
         super().__init__()
         if ndim not in (2, 3):
@@ -208,12 +212,13 @@ class UNet(nn.Module):
             )
         conv1 = nn.Conv3d if ndim == 3 else nn.Conv2d
         self.head = conv1(channels[0], out_channels, 1)
+        self.aux_head = conv1(channels[0], aux_channels, 1) if aux_channels else None
         self.deep_heads = nn.ModuleList()
         if deep_supervision:
             for level in range(depth - 2, 0, -1):
                 self.deep_heads.append(conv1(channels[level], out_channels, 1))
 
-    def _run(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def _decode(self, x: torch.Tensor) -> list[torch.Tensor]:
         skips = []
         for level, enc in enumerate(self.encoders):
             x = enc(x)
@@ -224,17 +229,28 @@ class UNet(nn.Module):
         for up, dec in zip(self.ups, self.decoders, strict=True):
             x = dec(torch.cat([skips.pop(), up(x)], dim=1))
             decoded.append(x)
-        return self.head(x), decoded
+        return decoded or [x]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits (N, out_channels, *spatial)."""
-        return self._run(x)[0]
+        return self.head(self._decode(x)[-1])
 
     def forward_deep(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Logits at full resolution, then at each coarser decoder level (deep supervision)."""
-        out, decoded = self._run(x)
-        extra = [h(d) for h, d in zip(self.deep_heads, decoded[:-1], strict=False)]
-        return [out, *extra[::-1]]
+        return self.forward_aux(x, deep=True)[0]
+
+    def forward_aux(
+        self, x: torch.Tensor, *, deep: bool = False
+    ) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+        """The outputs of :meth:`forward_deep` (`deep`) or ``[forward(x)]``, and the
+        auxiliary head's logits (None without one)."""
+        decoded = self._decode(x)
+        outs = [self.head(decoded[-1])]
+        if deep:
+            extra = [h(d) for h, d in zip(self.deep_heads, decoded[:-1], strict=False)]
+            outs += extra[::-1]
+        aux = self.aux_head(decoded[-1]) if self.aux_head is not None else None
+        return outs, aux
 
     def encoder_parameters(self) -> list[nn.Parameter]:
         """Parameters of the contracting path (frozen by transfer learning's `freeze_encoder`)."""

@@ -48,6 +48,7 @@ from emseg.semantic.deep._data import (
 )
 from emseg.semantic.deep._infer import predict_image
 from emseg.semantic.deep._losses import downsample_target, segmentation_loss
+from emseg.semantic.deep._lsd import local_shape_descriptors
 from emseg.semantic.deep._model import Model, init_from, load_tensors, resolve_device
 
 log = logging.getLogger(__name__)
@@ -391,7 +392,12 @@ def orientation_samplers(
 def _batch_arrays(
     run: _Run, samplers: list[PatchSampler], rng: np.random.Generator, intensity: Any
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One batch as numpy arrays: normalised patches (B, Z, Y, X), targets and masks."""
+    """One batch as numpy arrays: normalised patches (B, Z, Y, X), targets and masks.
+
+    With ``network.lsd_sigma_nm`` the targets have one channel more: the patch's instance
+    labels renumbered 1..n (0 stays 0), from which :func:`_loss` computes the local shape
+    descriptors on the training device.
+    """
     cfg = run.cfg
     # one orientation per batch (its patches share a shape); a single one draws nothing
     sampler = samplers[int(rng.integers(len(samplers)))] if len(samplers) > 1 else samplers[0]
@@ -412,6 +418,10 @@ def _batch_arrays(
             )
             if m.any():
                 break
+        if cfg.network.lsd_sigma_nm:  # the labels travel as a last target channel
+            ids = np.unique(raw, return_inverse=True)[1].reshape(raw.shape)
+            ids = np.where(raw == 0, 0, ids + (raw.min() != 0))
+            t = np.concatenate([t, ids[None].astype(np.float32)])
         xs.append(img)
         ts.append(t)
         ms.append(m)
@@ -518,8 +528,11 @@ def _loss(
     ctx = (
         torch.autocast(kind, dtype=torch.bfloat16) if bf16 else torch.autocast(kind, enabled=False)
     )
+    lsd = cfg.network.lsd_sigma_nm
+    if lsd:  # split the label channel off the targets
+        ids, t = t[:, -1].round().long(), t[:, :-1]
     with ctx:
-        outs = net.forward_deep(x) if cfg.network.deep_supervision else [net(x)]
+        outs, aux = net.forward_aux(x, deep=cfg.network.deep_supervision)
     softmax = cfg.network.head == "softmax"
     total = torch.zeros((), device=x.device)
     weights = cfg.loss.deep_supervision_weights
@@ -535,6 +548,13 @@ def _loss(
                 dice_weight=cfg.loss.dice_weight,
                 class_weights=cfg.loss.class_weights,
             )
+    if lsd and aux is not None and cfg.loss.lsd_weight:
+        with torch.no_grad():
+            target = local_shape_descriptors(ids, sigma_nm=lsd, spacing=model.spacing)
+            valid = (ids != 0).float()[:, None] * m.amax(1, keepdim=True)
+        err = (torch.sigmoid(aux.float()) - target) ** 2 * valid
+        n = valid.sum() * target.shape[1]
+        total = total + cfg.loss.lsd_weight * err.sum() / n.clamp(min=1.0)
     return total
 
 
