@@ -134,7 +134,9 @@ def _lsd_config(tiny_config, **network):
 
 def test_training_with_descriptors(tiny_config, tmp_path):
     image, cells = _instances()
-    plain = train(_lsd_config(tiny_config), tmp_path / "p", image=image, labels=cells, progress=False)
+    plain = train(
+        _lsd_config(tiny_config), tmp_path / "p", image=image, labels=cells, progress=False
+    )
     cfg = _lsd_config(tiny_config, lsd_sigma_nm=40.0)
     res = train(cfg, tmp_path / "l", image=image, labels=cells, progress=False)
     # same seed, same batches, same main weights at step 1: the second task only adds
@@ -159,7 +161,7 @@ def test_training_with_descriptors(tiny_config, tmp_path):
 
 
 def test_descriptors_need_instance_labels(tiny_config):
-    with pytest.raises(ConfigError, match="lsd_sigma_nm.*boundary or affinities"):
+    with pytest.raises(ConfigError, match=r"lsd_sigma_nm.*boundary or affinities"):
         tiny_config(network={"lsd_sigma_nm": 80.0})
     with pytest.raises(ConfigError, match="lsd_sigma_nm"):
         tiny_config(network={"head": "boundary", "lsd_sigma_nm": -1.0}, loss={"kind": "bce"})
