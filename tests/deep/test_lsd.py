@@ -165,3 +165,35 @@ def test_descriptors_need_instance_labels(tiny_config):
         tiny_config(network={"lsd_sigma_nm": 80.0})
     with pytest.raises(ConfigError, match="lsd_sigma_nm"):
         tiny_config(network={"head": "boundary", "lsd_sigma_nm": -1.0}, loss={"kind": "bce"})
+
+
+@pytest.mark.parametrize(
+    "network",
+    [
+        {"dim": 2, "channels": [4, 8], "head": "boundary"},
+        {"dim": 3, "channels": [4, 8], "head": "affinities", "offsets": [[0, 0, -1], [-1, 0, 0]]},
+        {"dim": 3, "channels": [4, 8, 8], "head": "boundary", "deep_supervision": True},
+    ],
+    ids=["2d-boundary", "3d-affinities", "3d-deep-supervision"],
+)
+def test_descriptors_with_other_networks(tiny_config, tmp_path, network):
+    """2D nets get 6 descriptor channels, affinity heads and deep supervision keep theirs."""
+    image, cells = _instances()
+    patch = [1, 32, 32] if network["dim"] == 2 else [8, 32, 32]
+    cfg = tiny_config(
+        data={
+            "class_names": ["background", "boundary"],
+            "patch_shape": patch,
+            "batch_size": 2,
+            "foreground_fraction": 0.0,
+            "spacing": [10.0, 10.0, 10.0],
+        },
+        network={**network, "lsd_sigma_nm": 40.0},
+        loss={"kind": "bce"},
+        schedule={"steps": 2, "warmup_steps": 0},
+    )
+    res = train(cfg, tmp_path / "run", image=image, labels=cells, progress=False)
+    assert np.isfinite([r["loss"] for r in res.history]).all()
+    assert res.model.network.aux_head.out_channels == (6 if network["dim"] == 2 else 10)
+    n_out = len(network.get("offsets", [])) or 1
+    assert predict_image(res.model, image[:8]).shape == (n_out, *image[:8].shape)
