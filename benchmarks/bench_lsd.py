@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from emseg.data import open_dataset_file
-from emseg.semantic.deep._lsd import local_shape_descriptors
+from emseg.semantic.deep import local_shape_descriptors
 
 ROOT = Path(__file__).resolve().parents[1]
 SIGMA, SPACING = 80.0, (10.0, 10.0, 10.0)

@@ -8,13 +8,15 @@ import pytest
 import scipy.ndimage as ndi
 import torch
 
-from emseg.semantic.deep import ConfigError, Model, predict_image, train
-from emseg.semantic.deep._lsd import (
-    _blur,
-    gaussian_matrix,
+from emseg.semantic.deep import (
+    ConfigError,
+    Model,
     local_shape_descriptors,
     n_lsd_channels,
+    predict_image,
+    train,
 )
+from emseg.semantic.deep._lsd import _blur, gaussian_matrix
 
 
 def test_blur_matches_scipy_constant_mode():

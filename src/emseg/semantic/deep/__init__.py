@@ -47,6 +47,7 @@ from emseg.semantic.deep._infer import (
     tta_mode,
 )
 from emseg.semantic.deep._losses import segmentation_loss, soft_dice_loss
+from emseg.semantic.deep._lsd import local_shape_descriptors, n_lsd_channels
 from emseg.semantic.deep._model import (
     Model,
     build_network,
@@ -116,11 +117,13 @@ __all__ = [
     "load_config",
     "load_model",
     "load_tensors",
+    "local_shape_descriptors",
     "lr_factor",
     "majority_vote",
     "make_target",
     "map_classes",
     "models_dir",
+    "n_lsd_channels",
     "plot_curves",
     "predict_blockwise",
     "predict_ensemble",
