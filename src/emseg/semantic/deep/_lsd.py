@@ -7,10 +7,11 @@ A network that predicts them beside its boundaries learns what shape the object 
 each voxel has; emseg uses them only as a second training task (``network.lsd_sigma_nm``),
 prediction keeps the boundary channel.
 
-Computed with torch, on the training device, object by object inside the object's box grown
-by the kernel radius, as separable Gaussian blurs: along each axis a multiplication with an
-(n, n) banded matrix whose rows are the kernel truncated at ``truncate`` sigma and zero
-outside the array (scipy.ndimage's ``mode="constant"``).
+Computed with torch, on the training device, as separable Gaussian blurs: along each axis a
+multiplication with an (n, n) banded matrix whose rows are the kernel truncated at
+``truncate`` sigma and zero outside the array (scipy.ndimage's ``mode="constant"``); on the
+CPU object by object inside the object's box grown by the kernel radius, on a GPU in groups
+of objects over the whole patch.
 """
 
 from __future__ import annotations
@@ -88,7 +89,6 @@ def local_shape_descriptors(
         Gaussian sigma in nm.
     spacing : sequence of float
         Voxel size (nm) of the spatial axes (the last ones if longer).
-
     method : {"auto", "boxes", "dense"}
         "boxes": object by object inside its box grown by the kernel radius (fewest
         operations; the CPU's choice); "dense": groups of objects over the whole patch in
@@ -151,7 +151,7 @@ def local_shape_descriptors(
                 masks = (lab[None] == chunk).float()[:, None]  # (c, 1, *spatial)
                 acc += (_blur(masks * mom_all[None], full) * masks).sum(0)
         else:
-            acc = _accumulate_boxes(lab, acc, axes, pairs, radius, sigma_nm, sp, full)
+            acc = _accumulate_boxes(lab, acc, axes, pairs, radius, full)
         inside = lab != 0
         vol = acc[0]
         safe = torch.where(inside, vol, torch.ones_like(vol)).clamp(min=1e-12)
@@ -179,8 +179,6 @@ def _accumulate_boxes(
     axes: list[torch.Tensor],
     pairs: list[tuple[int, int]],
     radius: list[int],
-    sigma_nm: float,
-    sp: list[float],
     full: list[torch.Tensor],
 ) -> torch.Tensor:
     """Add every object's blurred moments, computed inside its grown box, to `acc`."""
