@@ -32,6 +32,14 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 nproc
 python3 -c "import torch, numpy, zarr; print('torch', torch.__version__, 'numpy', numpy.__version__, 'zarr', zarr.__version__, 'cuda', torch.cuda.is_available())"
 cfg=configs/$name.yaml
+
+bring_back() {  # bring_back NAME DEST: steps and time of runs/NAME; its model, config, card, log into DEST
+    python3 -c "import json; s = json.load(open('runs/$1/checkpoints/last/state.json')); print('$1 steps', s['step'], 'seconds', round(s['elapsed_s'], 1), 'per step', round(s['elapsed_s'] / s['step'], 4))"
+    local src=runs/$1
+    [ -f "$src/model.safetensors" ] || src=runs/$1/checkpoints/best  # stopped early
+    cp "$src"/{model.safetensors,config.json} runs/$1/log.csv "$2"/
+    cp runs/$1/card.json "$2"/ || true
+}
 if [ "$mode" = smoke ]; then
     python3 -m pytest -q -p no:cacheprovider tests/deep/test_device_workers.py tests/deep/test_train.py 2>&1 | tail -5 || true
     python3 scripts/gpu_check_train.py || true
@@ -45,7 +53,7 @@ PY
 elif [ "$mode" = pair ]; then
     python3 - <<'PY'
 import numpy as np, tifffile, torch
-from emseg.semantic.deep._lsd import local_shape_descriptors
+from emseg.semantic.deep import local_shape_descriptors
 gt = tifffile.imread(".gpudata/groundtruth.tif")[:48, :128, :128].astype(np.int64)
 ids = torch.tensor(gt)[None]
 cpu = local_shape_descriptors(ids, sigma_nm=80.0, spacing=(10, 10, 10))
@@ -59,20 +67,12 @@ PY
     done
     wait
     for n in "$name" "$3"; do
-        python3 -c "import json; s = json.load(open('runs/$n/checkpoints/last/state.json')); print('$n steps', s['step'], 'seconds', round(s['elapsed_s'], 1), 'per step', round(s['elapsed_s'] / s['step'], 4))"
-        src=runs/$n
-        [ -f "$src/model.safetensors" ] || src=runs/$n/checkpoints/best  # stopped early
-        cp "$src"/{model.safetensors,config.json} runs/$n/log.csv "$out/$n"/
-        cp runs/$n/card.json "$out/$n"/ || true
+        bring_back "$n" "$out/$n"
         tail -3 "$out/$n/train.log"
     done
 else
     # a stop at 560 s still leaves checkpoints/best (validation every 250 steps) to bring back
     timeout 560 python3 -m emseg train "$cfg" runs/$name --workers 14 \
         --no-progress 2>&1 | tee "$out/train.log" || echo "training stopped: $?"
-    python3 -c "import json; s = json.load(open('runs/$name/checkpoints/last/state.json')); print('steps', s['step'], 'seconds', round(s['elapsed_s'], 1), 'per step', round(s['elapsed_s'] / s['step'], 4))"
-    src=runs/$name
-    [ -f "$src/model.safetensors" ] || src=runs/$name/checkpoints/best  # stopped early
-    cp "$src"/{model.safetensors,config.json} runs/$name/log.csv "$out"/
-    cp runs/$name/card.json "$out"/ || true
+    bring_back "$name" "$out"
 fi

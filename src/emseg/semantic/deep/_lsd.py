@@ -131,8 +131,9 @@ def local_shape_descriptors(
     if method not in ("boxes", "dense"):
         raise EmsegValueError(f"`method` must be 'auto', 'boxes' or 'dense'; got {method!r}.")
     full = [_matrix(n, sigma_nm / v, dev) for n, v in zip(shape, sp, strict=True)]
+    grids = torch.meshgrid(*axes, indexing="ij")
+    grid = torch.stack(grids)  # every voxel's position, shared by the batch's patches
     if method == "dense":
-        grids = torch.meshgrid(*axes, indexing="ij")
         mom_all = torch.stack(
             [torch.ones(shape, device=dev), *grids]
             + [g * g for g in grids]
@@ -157,7 +158,6 @@ def local_shape_descriptors(
         safe = torch.where(inside, vol, torch.ones_like(vol)).clamp(min=1e-12)
         mean = acc[1 : 1 + nd] / safe
         second = acc[1 + nd :] / safe
-        grid = torch.stack(torch.meshgrid(*axes, indexing="ij"))
         offset = mean - grid
         var = second[:nd] - mean * mean
         cov = torch.stack([second[nd + k] - mean[i] * mean[j] for k, (i, j) in enumerate(pairs)])
